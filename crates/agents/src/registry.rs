@@ -1,0 +1,69 @@
+//! The agent registry: agent id -> agent, and the plan validator's catalog.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use baton_plan::{ActionProblem, Catalog};
+use serde_json::Value;
+
+use crate::{system::SystemAgent, Agent};
+
+/// The agents a process can run, by id.
+#[derive(Clone, Default)]
+pub struct Registry {
+    agents: BTreeMap<String, Arc<dyn Agent>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A registry holding the built-in agents.
+    pub fn with_builtins() -> Self {
+        let mut r = Self::new();
+        r.register(Arc::new(SystemAgent));
+        r
+    }
+
+    /// Adds (or replaces) an agent under its id.
+    pub fn register(&mut self, agent: Arc<dyn Agent>) {
+        self.agents.insert(agent.id().to_string(), agent);
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<dyn Agent>> {
+        self.agents.get(id)
+    }
+
+    /// The queue serving steps of this agent.
+    pub fn queue_of(&self, id: &str) -> Option<&str> {
+        self.agents.get(id).map(|a| a.queue())
+    }
+
+    /// Every queue some registered agent routes to.
+    pub fn queues(&self) -> Vec<String> {
+        let mut q: Vec<String> = self.agents.values().map(|a| a.queue().to_string()).collect();
+        q.sort();
+        q.dedup();
+        q
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.agents.keys().map(String::as_str)
+    }
+}
+
+impl Catalog for Registry {
+    fn check(&self, agent_id: &str, action: &str, input: &Value) -> Result<(), ActionProblem> {
+        let agent = self.agents.get(agent_id).ok_or_else(|| ActionProblem::UnknownAgent {
+            known: self.agents.keys().cloned().collect(),
+        })?;
+        if !agent.actions().contains(&action) {
+            return Err(ActionProblem::UnknownAction {
+                known: agent.actions().iter().map(|a| a.to_string()).collect(),
+            });
+        }
+        agent.check_input(action, input).map_err(ActionProblem::BadInput)
+    }
+}

@@ -1,0 +1,1057 @@
+//! The in-memory store: all coordination state behind one mutex, for the
+//! embedded engine (`baton run`) and as the reference the Redis store must
+//! match (both run one conformance suite).
+//!
+//! Queue, schedule, lease and deadline entries are deleted lazily: a
+//! transition that makes an entry obsolete leaves it in place, and whoever
+//! later pops it checks it against the step's current state. That keeps every
+//! transition O(affected steps) instead of O(queue length).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_plan::{PlanErrors, StepKind, ValidPlan, ValidStep};
+use parking_lot::Mutex;
+use serde_json::{json, Map, Value};
+use tokio::sync::{broadcast, oneshot, Notify};
+
+use crate::model::*;
+use crate::{Store, StoreError, StoreResult};
+
+/// Tuning of the in-memory store.
+#[derive(Debug, Clone)]
+pub struct MemoryConfig {
+    /// Events kept in the global ring (the capped `baton:events` stream).
+    pub global_events: usize,
+    /// Capacity of the live event channel; slow subscribers skip ahead.
+    pub live_events: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            global_events: 10_000,
+            live_events: 4_096,
+        }
+    }
+}
+
+/// In-process [`Store`]. Cheap to clone: clones share state.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    /// Woken when a job is queued or a retry is scheduled.
+    work: Notify,
+    /// Woken when lifecycle work is queued.
+    lifecycle: Notify,
+    live: broadcast::Sender<Event>,
+}
+
+#[derive(Default)]
+struct State {
+    plans: HashMap<Arc<str>, PlanRec>,
+    sched: Sched,
+    log: EventLog,
+    lifecycle: VecDeque<LifecycleItem>,
+    lifecycle_taken: Vec<LifecycleItem>,
+    dead: Vec<DeadLetter>,
+}
+
+type StepRef = (Arc<str>, u32);
+
+#[derive(Default)]
+struct Sched {
+    queues: HashMap<Arc<str>, VecDeque<StepRef>>,
+    /// (due, sequence) -> (plan, step, attempt that failed)
+    scheduled: BTreeMap<(u64, u64), (Arc<str>, u32, u32)>,
+    /// (lease end, plan, step, attempt)
+    leases: BTreeSet<(u64, Arc<str>, u32, u32)>,
+    deadlines: BTreeSet<(u64, Arc<str>)>,
+    seq: u64,
+}
+
+#[derive(Default)]
+struct EventLog {
+    seq: u64,
+    ring: VecDeque<Event>,
+    cap: usize,
+    live: Option<broadcast::Sender<Event>>,
+}
+
+/// What a transition asks for once the lock is released.
+#[derive(Default)]
+struct Effects {
+    wake_work: bool,
+    wake_lifecycle: bool,
+    finished: Vec<(Vec<oneshot::Sender<PlanResult>>, PlanResult)>,
+}
+
+struct PlanRec {
+    id: Arc<str>,
+    spec: ValidPlan,
+    steps: Vec<StepRec>,
+    specs: Vec<Arc<ValidStep>>,
+    step_ids: Vec<Arc<str>>,
+    agent_ids: Vec<Option<Arc<str>>>,
+    queues: Vec<Option<Arc<str>>>,
+    status: PlanStatus,
+    /// Steps not yet in a terminal state.
+    remaining: usize,
+    /// Sequential plans: index of the step whose turn it is.
+    cursor: usize,
+    submitted_at: u64,
+    started_at: u64,
+    deadline: Option<u64>,
+    parent: Option<Arc<str>>,
+    awaiting_fallback: bool,
+    fallback_child: Option<Arc<str>>,
+    primary: Option<PlanResult>,
+    result: Option<PlanResult>,
+    events: Vec<Event>,
+    waiters: Vec<oneshot::Sender<PlanResult>>,
+}
+
+#[derive(Clone)]
+struct StepRec {
+    status: StepStatus,
+    attempts: u32,
+    deps_left: u32,
+    data: Option<Value>,
+    error: Option<String>,
+    first_started: Option<u64>,
+    finished: Option<u64>,
+    lease_until: u64,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::with_config(MemoryConfig::default())
+    }
+
+    pub fn with_config(cfg: MemoryConfig) -> Self {
+        let (live, _) = broadcast::channel(cfg.live_events.max(16));
+        let state = State {
+            log: EventLog {
+                cap: cfg.global_events,
+                live: Some(live.clone()),
+                ..EventLog::default()
+            },
+            ..State::default()
+        };
+        MemoryStore {
+            inner: Arc::new(Inner {
+                state: Mutex::new(state),
+                work: Notify::new(),
+                lifecycle: Notify::new(),
+                live,
+            }),
+        }
+    }
+
+    /// Live events of every plan, from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.live.subscribe()
+    }
+
+    /// The newest events of all plans (the capped global stream), oldest first.
+    pub fn global_events(&self) -> Vec<Event> {
+        self.inner.state.lock().log.ring.iter().cloned().collect()
+    }
+
+    /// Number of plans held (ended ones included until purged).
+    pub fn plan_count(&self) -> usize {
+        self.inner.state.lock().plans.len()
+    }
+
+    /// Runs `f` on the state and carries out the effects it asked for.
+    fn transact<T>(&self, f: impl FnOnce(&mut State, &mut Effects) -> T) -> T {
+        let mut fx = Effects::default();
+        let out = {
+            let mut st = self.inner.state.lock();
+            f(&mut st, &mut fx)
+        };
+        if fx.wake_work {
+            self.inner.work.notify_waiters();
+        }
+        if fx.wake_lifecycle {
+            self.inner.lifecycle.notify_waiters();
+        }
+        for (waiters, result) in fx.finished {
+            for w in waiters {
+                let _ = w.send(result.clone());
+            }
+        }
+        out
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventLog {
+    fn push(
+        &mut self,
+        plan: &mut PlanRec,
+        kind: EventKind,
+        step: Option<u32>,
+        attempt: Option<u32>,
+        data: Value,
+        now: u64,
+    ) {
+        let (step_id, agent_id) = match step {
+            Some(i) => (
+                Some(plan.step_ids[i as usize].clone()),
+                plan.agent_ids[i as usize].clone(),
+            ),
+            None => (None, None),
+        };
+        self.record(
+            &mut plan.events,
+            Event {
+                id: 0,
+                kind,
+                plan_id: plan.id.clone(),
+                step_id,
+                agent_id,
+                attempt,
+                timestamp: now,
+                data,
+            },
+        );
+    }
+
+    fn record(&mut self, plan_events: &mut Vec<Event>, mut event: Event) {
+        self.seq += 1;
+        event.id = self.seq;
+        if self.cap > 0 {
+            if self.ring.len() >= self.cap {
+                self.ring.pop_front();
+            }
+            self.ring.push_back(event.clone());
+        }
+        if let Some(live) = &self.live {
+            if live.receiver_count() > 0 {
+                let _ = live.send(event.clone());
+            }
+        }
+        plan_events.push(event);
+    }
+}
+
+impl PlanRec {
+    fn new(p: NewPlan, now: u64) -> PlanRec {
+        let n = p.plan.steps.len();
+        let steps = p
+            .plan
+            .steps
+            .iter()
+            .map(|s| StepRec {
+                status: StepStatus::Pending,
+                attempts: 0,
+                deps_left: s.dependencies.len() as u32,
+                data: None,
+                error: None,
+                first_started: None,
+                finished: None,
+                lease_until: 0,
+            })
+            .collect();
+        let specs: Vec<Arc<ValidStep>> = p.plan.steps.iter().cloned().map(Arc::new).collect();
+        PlanRec {
+            id: Arc::from(p.id.as_str()),
+            step_ids: specs.iter().map(|s| Arc::from(s.id.as_str())).collect(),
+            agent_ids: specs.iter().map(|s| s.agent_id().map(Arc::from)).collect(),
+            queues: p.queues.iter().map(|q| q.as_deref().map(Arc::from)).collect(),
+            specs,
+            steps,
+            status: PlanStatus::Running,
+            remaining: n,
+            cursor: 0,
+            submitted_at: p.submitted_at,
+            started_at: now,
+            deadline: p.plan.timeout_ms.map(|t| now.saturating_add(t)),
+            parent: p.parent.as_deref().map(Arc::from),
+            awaiting_fallback: false,
+            fallback_child: None,
+            primary: None,
+            result: None,
+            events: Vec::new(),
+            waiters: Vec::new(),
+            spec: p.plan,
+        }
+    }
+
+    /// Open: running its own steps (not ended, not handed to a fallback).
+    fn is_open(&self) -> bool {
+        self.status == PlanStatus::Running && !self.awaiting_fallback
+    }
+
+    fn holds(&self, key: &JobKey) -> bool {
+        self.is_open()
+            && self
+                .steps
+                .get(key.step as usize)
+                .is_some_and(|s| s.status == StepStatus::Running && s.attempts == key.attempt)
+    }
+
+    fn dependency_results(&self, step: usize) -> Map<String, Value> {
+        self.specs[step]
+            .dependencies
+            .iter()
+            .map(|&d| {
+                let data = self.steps[d].data.clone().unwrap_or(Value::Null);
+                (self.specs[d].id.clone(), data)
+            })
+            .collect()
+    }
+
+    fn job(&self, step: usize) -> Job {
+        Job {
+            key: JobKey {
+                plan_id: self.id.clone(),
+                step: step as u32,
+                attempt: self.steps[step].attempts,
+            },
+            spec: self.specs[step].clone(),
+            dependencies: self.dependency_results(step),
+            lease_until: self.steps[step].lease_until,
+        }
+    }
+
+    fn build_result(&self, status: PlanStatus, now: u64) -> PlanResult {
+        let mut results = Map::new();
+        let mut errors = Map::new();
+        for (spec, st) in self.specs.iter().zip(&self.steps) {
+            let duration = match (st.first_started, st.finished) {
+                (Some(a), Some(b)) => b.saturating_sub(a),
+                _ => 0,
+            };
+            let r = StepResult {
+                success: st.status == StepStatus::Succeeded,
+                status: st.status,
+                data: st.data.clone().unwrap_or(Value::Null),
+                error: st.error.clone(),
+                attempts: st.attempts,
+                duration,
+            };
+            if let Some(e) = &st.error {
+                errors.insert(spec.id.clone(), Value::String(e.clone()));
+            }
+            results.insert(
+                spec.id.clone(),
+                serde_json::to_value(r).expect("a step result serialises"),
+            );
+        }
+        PlanResult {
+            plan_id: self.id.to_string(),
+            status,
+            success: status == PlanStatus::Succeeded,
+            duration: now.saturating_sub(self.started_at),
+            results,
+            errors: (!errors.is_empty()).then_some(errors),
+            submitted_at: self.submitted_at,
+            started_at: self.started_at,
+            finished_at: now,
+            fallback_used: false,
+            primary_status: None,
+            fallback: None,
+            rejection: None,
+        }
+    }
+}
+
+impl State {
+    /// Makes a step whose dependencies succeeded runnable: joins complete on
+    /// the spot, agent steps go to their queue.
+    fn activate(&mut self, pid: &Arc<str>, step: usize, now: u64, fx: &mut Effects) {
+        let plan = self.plans.get_mut(pid).expect("plan of a live transition");
+        if plan.steps[step].status != StepStatus::Pending {
+            return;
+        }
+        match plan.specs[step].kind {
+            StepKind::Join => {
+                let st = &mut plan.steps[step];
+                st.status = StepStatus::Running;
+                st.attempts = 1;
+                st.first_started = Some(now);
+                self.log
+                    .push(plan, EventKind::StepStarted, Some(step as u32), Some(1), Value::Null, now);
+                let data = Value::Object(plan.dependency_results(step));
+                self.succeed(pid, step, data, now, fx);
+            }
+            StepKind::Agent { .. } => {
+                plan.steps[step].status = StepStatus::Ready;
+                let queue = plan.queues[step].clone().unwrap_or_else(|| Arc::from("default"));
+                self.sched
+                    .queues
+                    .entry(queue)
+                    .or_default()
+                    .push_back((pid.clone(), step as u32));
+                fx.wake_work = true;
+            }
+        }
+    }
+
+    fn succeed(&mut self, pid: &Arc<str>, step: usize, data: Value, now: u64, fx: &mut Effects) {
+        let plan = self.plans.get_mut(pid).expect("plan of a live transition");
+        let st = &mut plan.steps[step];
+        st.status = StepStatus::Succeeded;
+        st.data = Some(data);
+        st.error = None;
+        st.finished = Some(now);
+        let duration = now.saturating_sub(st.first_started.unwrap_or(now));
+        let attempt = st.attempts;
+        plan.remaining -= 1;
+        self.log.push(
+            plan,
+            EventKind::StepCompleted,
+            Some(step as u32),
+            Some(attempt),
+            json!({ "duration": duration }),
+            now,
+        );
+        let mut ready = Vec::new();
+        for &d in &plan.specs[step].dependents.clone() {
+            let dep = &mut plan.steps[d];
+            dep.deps_left -= 1;
+            if dep.deps_left == 0 && dep.status == StepStatus::Pending && plan.spec.parallel {
+                ready.push(d);
+            }
+        }
+        for d in ready {
+            self.activate(pid, d, now, fx);
+        }
+        self.after_step_ended(pid, now, fx);
+    }
+
+    /// A step failed for good: dead-letter it, skip what depended on it.
+    fn fail_for_good(&mut self, pid: &Arc<str>, step: usize, error: &str, now: u64, fx: &mut Effects) {
+        let plan = self.plans.get_mut(pid).expect("plan of a live transition");
+        let st = &mut plan.steps[step];
+        st.status = StepStatus::Failed;
+        st.error = Some(error.to_string());
+        st.finished = Some(now);
+        let attempts = st.attempts;
+        plan.remaining -= 1;
+        let spec = &plan.specs[step];
+        self.dead.push(DeadLetter {
+            plan_id: pid.to_string(),
+            step_id: spec.id.clone(),
+            agent_id: spec.agent_id().map(str::to_string),
+            action: spec.action().map(str::to_string),
+            error: error.to_string(),
+            attempts,
+            at: now,
+        });
+        self.log.push(
+            plan,
+            EventKind::StepDeadLettered,
+            Some(step as u32),
+            Some(attempts),
+            json!({ "error": error }),
+            now,
+        );
+        // Skip every step that needs this one, transitively.
+        let mut stack: Vec<(usize, usize)> =
+            plan.specs[step].dependents.iter().map(|&d| (d, step)).collect();
+        while let Some((d, because)) = stack.pop() {
+            if plan.steps[d].status != StepStatus::Pending {
+                continue;
+            }
+            plan.steps[d].status = StepStatus::Skipped;
+            plan.steps[d].finished = Some(now);
+            plan.remaining -= 1;
+            let reason = format!("dependency '{}' did not succeed", plan.specs[because].id);
+            self.log.push(
+                plan,
+                EventKind::StepSkipped,
+                Some(d as u32),
+                None,
+                json!({ "reason": reason }),
+                now,
+            );
+            stack.extend(plan.specs[d].dependents.iter().map(|&x| (x, d)));
+        }
+        if plan.spec.fail_fast {
+            let reason = format!("step '{}' failed and the plan is failFast", plan.specs[step].id);
+            self.finish(pid, PlanStatus::Failed, &reason, now, fx);
+        } else {
+            self.after_step_ended(pid, now, fx);
+        }
+    }
+
+    /// Moves a sequential plan on, and ends the plan when no step is left.
+    fn after_step_ended(&mut self, pid: &Arc<str>, now: u64, fx: &mut Effects) {
+        let plan = self.plans.get_mut(pid).expect("plan of a live transition");
+        if !plan.is_open() {
+            return;
+        }
+        if plan.remaining == 0 {
+            let ok = plan.steps.iter().all(|s| s.status == StepStatus::Succeeded);
+            let status = if ok { PlanStatus::Succeeded } else { PlanStatus::Failed };
+            self.finish(pid, status, "a step failed", now, fx);
+            return;
+        }
+        if !plan.spec.parallel {
+            while plan.cursor < plan.steps.len() && plan.steps[plan.cursor].status.is_terminal() {
+                plan.cursor += 1;
+            }
+            let c = plan.cursor;
+            if c < plan.steps.len() && plan.steps[c].status == StepStatus::Pending {
+                debug_assert_eq!(plan.steps[c].deps_left, 0, "sequential order honours dependencies");
+                self.activate(pid, c, now, fx);
+            }
+        }
+    }
+
+    /// Ends the plan's own run with `status`: steps still open are skipped;
+    /// a failed or timed-out plan with a fallback waits for it, any other
+    /// ends for good.
+    fn finish(&mut self, pid: &Arc<str>, status: PlanStatus, reason: &str, now: u64, fx: &mut Effects) {
+        let plan = self.plans.get_mut(pid).expect("plan of a live transition");
+        if !plan.is_open() {
+            return;
+        }
+        for i in 0..plan.steps.len() {
+            if plan.steps[i].status.is_terminal() {
+                continue;
+            }
+            let was_running = plan.steps[i].status == StepStatus::Running;
+            let st = &mut plan.steps[i];
+            st.status = StepStatus::Skipped;
+            st.finished = Some(now);
+            if was_running {
+                st.error = Some(format!("abandoned: {reason}"));
+            }
+            self.log.push(
+                plan,
+                EventKind::StepSkipped,
+                Some(i as u32),
+                None,
+                json!({ "reason": reason, "wasRunning": was_running }),
+                now,
+            );
+        }
+        plan.remaining = 0;
+        let wants_fallback = plan.spec.fallback.is_some()
+            && matches!(status, PlanStatus::Failed | PlanStatus::TimedOut);
+        if wants_fallback {
+            plan.awaiting_fallback = true;
+            plan.primary = Some(plan.build_result(status, now));
+            self.lifecycle.push_back(LifecycleItem::StartFallback {
+                plan_id: pid.to_string(),
+            });
+            fx.wake_lifecycle = true;
+            return;
+        }
+        let result = plan.build_result(status, now);
+        self.end(pid, result, now, fx);
+    }
+
+    /// Records the final result of a plan and tells whoever waits for it.
+    fn end(&mut self, pid: &Arc<str>, result: PlanResult, now: u64, fx: &mut Effects) {
+        let plan = self.plans.get_mut(pid).expect("plan of a live transition");
+        plan.status = result.status;
+        plan.awaiting_fallback = false;
+        let data = json!({
+            "success": result.success,
+            "duration": result.duration,
+            "fallbackUsed": result.fallback_used,
+        });
+        self.log
+            .push(plan, EventKind::terminal_for(result.status), None, None, data, now);
+        fx.finished.push((std::mem::take(&mut plan.waiters), result.clone()));
+        plan.result = Some(result);
+        if let Some(parent) = plan.parent.clone() {
+            self.lifecycle.push_back(LifecycleItem::FallbackEnded {
+                parent_id: parent.to_string(),
+                child_id: pid.to_string(),
+            });
+            fx.wake_lifecycle = true;
+        }
+    }
+
+    /// Moves retries that fell due to their queues.
+    fn promote_due(&mut self, now: u64, fx: &mut Effects) {
+        while let Some(entry) = self.sched.scheduled.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (pid, step, attempt) = entry.remove();
+            let Some(plan) = self.plans.get_mut(&pid) else { continue };
+            let open = plan.is_open();
+            let st = &mut plan.steps[step as usize];
+            if !open || st.status != StepStatus::Scheduled || st.attempts != attempt {
+                continue;
+            }
+            st.status = StepStatus::Pending;
+            self.activate(&pid, step as usize, now, fx);
+        }
+    }
+
+    fn next_due(&self) -> Option<u64> {
+        self.sched.scheduled.keys().next().map(|k| k.0)
+    }
+}
+
+fn wait_ms(until: Option<u64>, max_wait_ms: u64) -> u64 {
+    until.map_or(max_wait_ms, |t| t.saturating_sub(now_ms()).min(max_wait_ms))
+}
+
+impl Store for MemoryStore {
+    async fn create_plan(&self, plan: NewPlan) -> StoreResult<bool> {
+        let now = now_ms();
+        self.transact(|st, fx| {
+            if st.plans.contains_key(plan.id.as_str()) {
+                return Ok(false);
+            }
+            let mut rec = PlanRec::new(plan, now);
+            let pid = rec.id.clone();
+            let n = rec.steps.len();
+            let data = json!({ "steps": n, "parent": rec.parent.as_deref() });
+            let submitted_at = rec.submitted_at;
+            st.log
+                .push(&mut rec, EventKind::PlanSubmitted, None, None, data.clone(), submitted_at);
+            st.log.push(&mut rec, EventKind::PlanStarted, None, None, data, now);
+            if let Some(d) = rec.deadline {
+                st.sched.deadlines.insert((d, pid.clone()));
+                fx.wake_lifecycle = true;
+            }
+            let parallel = rec.spec.parallel;
+            let roots: Vec<usize> =
+                (0..n).filter(|&i| rec.steps[i].deps_left == 0).collect();
+            st.plans.insert(pid.clone(), rec);
+            if parallel {
+                for i in roots {
+                    st.activate(&pid, i, now, fx);
+                }
+            } else {
+                st.after_step_ended(&pid, now, fx);
+            }
+            Ok(true)
+        })
+    }
+
+    async fn reject_plan(&self, plan_id: &str, errors: &PlanErrors) -> StoreResult<bool> {
+        let now = now_ms();
+        self.transact(|st, fx| {
+            if st.plans.contains_key(plan_id) {
+                return Ok(false);
+            }
+            let empty = ValidPlan {
+                id: Some(plan_id.to_string()),
+                steps: vec![],
+                parallel: true,
+                timeout_ms: None,
+                fail_fast: false,
+                fallback: None,
+            };
+            let mut rec = PlanRec::new(
+                NewPlan {
+                    id: plan_id.to_string(),
+                    plan: empty,
+                    queues: vec![],
+                    parent: None,
+                    submitted_at: now,
+                },
+                now,
+            );
+            let mut result = rec.build_result(PlanStatus::Rejected, now);
+            result.rejection = Some(errors.clone());
+            let pid = rec.id.clone();
+            let data = json!({ "errors": errors });
+            st.log
+                .push(&mut rec, EventKind::PlanSubmitted, None, None, Value::Null, now);
+            st.plans.insert(pid.clone(), rec);
+            let plan = st.plans.get_mut(&pid).expect("just inserted");
+            plan.status = PlanStatus::Rejected;
+            st.log.push(plan, EventKind::PlanRejected, None, None, data, now);
+            fx.finished.push((std::mem::take(&mut plan.waiters), result.clone()));
+            plan.result = Some(result);
+            Ok(true)
+        })
+    }
+
+    async fn claim(&self, queues: &[String], _worker: &str, lease_ms: u64) -> StoreResult<Option<Job>> {
+        let now = now_ms();
+        Ok(self.transact(|st, fx| {
+            if st.sched.scheduled.first_key_value().is_some_and(|(k, _)| k.0 <= now) {
+                st.promote_due(now, fx);
+            }
+            for q in queues {
+                loop {
+                    let Some((pid, step)) = st.sched.queues.get_mut(q.as_str()).and_then(VecDeque::pop_front)
+                    else {
+                        break;
+                    };
+                    let Some(plan) = st.plans.get_mut(&pid) else { continue };
+                    let i = step as usize;
+                    if !plan.is_open() || plan.steps[i].status != StepStatus::Ready {
+                        continue;
+                    }
+                    let s = &mut plan.steps[i];
+                    s.status = StepStatus::Running;
+                    s.attempts += 1;
+                    s.first_started.get_or_insert(now);
+                    s.lease_until = now + lease_ms;
+                    let attempt = s.attempts;
+                    st.sched.leases.insert((s.lease_until, pid.clone(), step, attempt));
+                    st.log.push(plan, EventKind::StepStarted, Some(step), Some(attempt), Value::Null, now);
+                    return Some(plan.job(i));
+                }
+            }
+            None
+        }))
+    }
+
+    async fn wait_for_work(&self, queues: &[String], max_wait_ms: u64) {
+        let notified = self.inner.work.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let (ready, due) = {
+            let st = self.inner.state.lock();
+            let ready = queues
+                .iter()
+                .any(|q| st.sched.queues.get(q.as_str()).is_some_and(|d| !d.is_empty()));
+            (ready, st.next_due())
+        };
+        if ready {
+            return;
+        }
+        let wait = wait_ms(due, max_wait_ms);
+        if wait == 0 {
+            return;
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+        }
+    }
+
+    async fn extend_lease(&self, job: &JobKey, lease_ms: u64) -> StoreResult<bool> {
+        let now = now_ms();
+        Ok(self.transact(|st, _| {
+            let Some(plan) = st.plans.get_mut(&*job.plan_id) else { return false };
+            if !plan.holds(job) {
+                return false;
+            }
+            let s = &mut plan.steps[job.step as usize];
+            s.lease_until = now + lease_ms;
+            st.sched
+                .leases
+                .insert((s.lease_until, plan.id.clone(), job.step, job.attempt));
+            true
+        }))
+    }
+
+    async fn complete(&self, job: &JobKey, data: Value) -> StoreResult<Ack> {
+        let now = now_ms();
+        Ok(self.transact(|st, fx| {
+            let Some(plan) = st.plans.get(&*job.plan_id) else { return Ack::Stale };
+            if !plan.holds(job) {
+                return Ack::Stale;
+            }
+            let pid = plan.id.clone();
+            st.succeed(&pid, job.step as usize, data, now, fx);
+            Ack::Recorded {
+                plan_ended: !st.plans[&pid].is_open(),
+            }
+        }))
+    }
+
+    async fn fail(&self, job: &JobKey, error: &str, retry_in_ms: Option<u64>) -> StoreResult<Ack> {
+        let now = now_ms();
+        Ok(self.transact(|st, fx| {
+            let Some(plan) = st.plans.get_mut(&*job.plan_id) else { return Ack::Stale };
+            if !plan.holds(job) {
+                return Ack::Stale;
+            }
+            let pid = plan.id.clone();
+            let i = job.step as usize;
+            let will_retry = retry_in_ms.is_some();
+            st.log.push(
+                plan,
+                EventKind::StepFailed,
+                Some(job.step),
+                Some(job.attempt),
+                json!({ "error": error, "willRetry": will_retry }),
+                now,
+            );
+            match retry_in_ms {
+                Some(delay) => {
+                    let s = &mut plan.steps[i];
+                    s.status = StepStatus::Scheduled;
+                    s.error = Some(error.to_string());
+                    let due = now + delay;
+                    st.log.push(
+                        plan,
+                        EventKind::StepRetrying,
+                        Some(job.step),
+                        Some(job.attempt),
+                        json!({ "delayMs": delay, "nextAttempt": job.attempt + 1, "error": error }),
+                        now,
+                    );
+                    st.sched.seq += 1;
+                    st.sched
+                        .scheduled
+                        .insert((due, st.sched.seq), (pid, job.step, job.attempt));
+                    fx.wake_work = true;
+                }
+                None => st.fail_for_good(&pid, i, error, now, fx),
+            }
+            Ack::Recorded {
+                plan_ended: !st.plans[&*job.plan_id].is_open(),
+            }
+        }))
+    }
+
+    async fn emit(&self, event: NewEvent) -> StoreResult<()> {
+        let now = now_ms();
+        self.transact(|st, _| {
+            let Some(plan) = st.plans.get_mut(&*event.plan_id) else {
+                return Err(StoreError::PlanNotFound(event.plan_id.to_string()));
+            };
+            let e = Event {
+                id: 0,
+                kind: event.kind,
+                plan_id: plan.id.clone(),
+                step_id: event.step_id,
+                agent_id: event.agent_id,
+                attempt: event.attempt,
+                timestamp: now,
+                data: event.data,
+            };
+            st.log.record(&mut plan.events, e);
+            Ok(())
+        })
+    }
+
+    async fn expired_leases(&self, now_ms: u64) -> StoreResult<Vec<Job>> {
+        Ok(self.transact(|st, _| {
+            let mut out = Vec::new();
+            while let Some(first) = st.sched.leases.first() {
+                if first.0 > now_ms {
+                    break;
+                }
+                let (until, pid, step, attempt) = st.sched.leases.pop_first().expect("peeked");
+                let Some(plan) = st.plans.get(&pid) else { continue };
+                let key = JobKey { plan_id: pid.clone(), step, attempt };
+                if plan.holds(&key) && plan.steps[step as usize].lease_until == until {
+                    out.push(plan.job(step as usize));
+                }
+            }
+            out
+        }))
+    }
+
+    async fn expire_deadlines(&self, now_ms: u64) -> StoreResult<Vec<String>> {
+        Ok(self.transact(|st, fx| {
+            let mut ended = Vec::new();
+            while let Some(first) = st.sched.deadlines.first() {
+                if first.0 > now_ms {
+                    break;
+                }
+                let (deadline, pid) = st.sched.deadlines.pop_first().expect("peeked");
+                let Some(plan) = st.plans.get(&pid) else { continue };
+                if !plan.is_open() || plan.deadline != Some(deadline) {
+                    continue;
+                }
+                let reason = format!(
+                    "plan timed out after {} ms",
+                    plan.spec.timeout_ms.unwrap_or_default()
+                );
+                st.finish(&pid, PlanStatus::TimedOut, &reason, now_ms, fx);
+                ended.push(pid.to_string());
+            }
+            ended
+        }))
+    }
+
+    async fn next_coordinator_timer(&self) -> StoreResult<Option<u64>> {
+        let st = self.inner.state.lock();
+        let d = st.sched.deadlines.first().map(|e| e.0);
+        let l = st.sched.leases.first().map(|e| e.0);
+        Ok(match (d, l) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    async fn wait_for_lifecycle(&self, max_wait_ms: u64) {
+        let notified = self.inner.lifecycle.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if !self.inner.state.lock().lifecycle.is_empty() {
+            return;
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(Duration::from_millis(max_wait_ms)) => {}
+        }
+    }
+
+    async fn take_lifecycle(&self, max: usize) -> StoreResult<Vec<LifecycleItem>> {
+        let mut st = self.inner.state.lock();
+        let n = max.min(st.lifecycle.len());
+        let items: Vec<LifecycleItem> = st.lifecycle.drain(..n).collect();
+        st.lifecycle_taken.extend(items.iter().cloned());
+        Ok(items)
+    }
+
+    async fn ack_lifecycle(&self, items: &[LifecycleItem]) -> StoreResult<()> {
+        let mut st = self.inner.state.lock();
+        st.lifecycle_taken.retain(|i| !items.contains(i));
+        Ok(())
+    }
+
+    async fn plan_spec(&self, plan_id: &str) -> StoreResult<Option<ValidPlan>> {
+        Ok(self.inner.state.lock().plans.get(plan_id).map(|p| p.spec.clone()))
+    }
+
+    async fn link_fallback(&self, plan_id: &str, child_id: &str) -> StoreResult<bool> {
+        let now = now_ms();
+        self.transact(|st, _| {
+            let plan = st
+                .plans
+                .get_mut(plan_id)
+                .ok_or_else(|| StoreError::PlanNotFound(plan_id.to_string()))?;
+            if plan.status != PlanStatus::Running || !plan.awaiting_fallback {
+                return Ok(false);
+            }
+            if let Some(existing) = &plan.fallback_child {
+                return Ok(&**existing == child_id);
+            }
+            plan.fallback_child = Some(Arc::from(child_id));
+            let reason = plan.primary.as_ref().map(|p| p.status);
+            st.log.push(
+                plan,
+                EventKind::PlanFallback,
+                None,
+                None,
+                json!({ "reason": reason, "fallbackPlanId": child_id }),
+                now,
+            );
+            Ok(true)
+        })
+    }
+
+    async fn finish_from_fallback(&self, plan_id: &str, child_id: &str) -> StoreResult<bool> {
+        let now = now_ms();
+        self.transact(|st, fx| {
+            let child = st
+                .plans
+                .get(child_id)
+                .and_then(|c| c.result.clone())
+                .ok_or_else(|| StoreError::PlanNotFound(child_id.to_string()))?;
+            let plan = st
+                .plans
+                .get_mut(plan_id)
+                .ok_or_else(|| StoreError::PlanNotFound(plan_id.to_string()))?;
+            if plan.status != PlanStatus::Running
+                || !plan.awaiting_fallback
+                || plan.fallback_child.as_deref() != Some(child_id)
+            {
+                return Ok(false);
+            }
+            let Some(mut result) = plan.primary.take() else { return Ok(false) };
+            let primary = result.status;
+            result.primary_status = Some(primary);
+            result.status = if child.success { PlanStatus::Succeeded } else { primary };
+            result.success = child.success;
+            result.fallback_used = true;
+            result.finished_at = now;
+            result.duration = now.saturating_sub(result.started_at);
+            result.fallback = Some(Box::new(child));
+            let pid = plan.id.clone();
+            st.end(&pid, result, now, fx);
+            Ok(true)
+        })
+    }
+
+    async fn cancel(&self, plan_id: &str) -> StoreResult<CancelOutcome> {
+        let now = now_ms();
+        self.transact(|st, fx| {
+            let plan = st
+                .plans
+                .get_mut(plan_id)
+                .ok_or_else(|| StoreError::PlanNotFound(plan_id.to_string()))?;
+            if plan.status.is_terminal() {
+                return Ok(CancelOutcome { cancelled: false, fallback_child: None });
+            }
+            let pid = plan.id.clone();
+            if plan.awaiting_fallback {
+                let child = plan.fallback_child.as_deref().map(str::to_string);
+                let mut result = plan
+                    .primary
+                    .take()
+                    .unwrap_or_else(|| plan.build_result(PlanStatus::Cancelled, now));
+                result.primary_status = Some(result.status);
+                result.status = PlanStatus::Cancelled;
+                result.success = false;
+                result.fallback_used = child.is_some();
+                result.finished_at = now;
+                result.duration = now.saturating_sub(result.started_at);
+                st.end(&pid, result, now, fx);
+                return Ok(CancelOutcome { cancelled: true, fallback_child: child });
+            }
+            st.finish(&pid, PlanStatus::Cancelled, "plan cancelled", now, fx);
+            Ok(CancelOutcome { cancelled: true, fallback_child: None })
+        })
+    }
+
+    async fn status(&self, plan_id: &str) -> StoreResult<Option<PlanStatus>> {
+        Ok(self.inner.state.lock().plans.get(plan_id).map(|p| p.status))
+    }
+
+    async fn result(&self, plan_id: &str) -> StoreResult<Option<PlanResult>> {
+        Ok(self.inner.state.lock().plans.get(plan_id).and_then(|p| p.result.clone()))
+    }
+
+    async fn wait_result(&self, plan_id: &str) -> StoreResult<PlanResult> {
+        let rx = {
+            let mut st = self.inner.state.lock();
+            let plan = st
+                .plans
+                .get_mut(plan_id)
+                .ok_or_else(|| StoreError::PlanNotFound(plan_id.to_string()))?;
+            if let Some(r) = &plan.result {
+                return Ok(r.clone());
+            }
+            let (tx, rx) = oneshot::channel();
+            plan.waiters.push(tx);
+            rx
+        };
+        rx.await
+            .map_err(|_| StoreError::PlanNotFound(plan_id.to_string()))
+    }
+
+    async fn events(&self, plan_id: &str, after: u64) -> StoreResult<Vec<Event>> {
+        let st = self.inner.state.lock();
+        let plan = st
+            .plans
+            .get(plan_id)
+            .ok_or_else(|| StoreError::PlanNotFound(plan_id.to_string()))?;
+        Ok(plan.events.iter().filter(|e| e.id > after).cloned().collect())
+    }
+
+    async fn dead_letters(&self) -> StoreResult<Vec<DeadLetter>> {
+        Ok(self.inner.state.lock().dead.clone())
+    }
+
+    async fn purge_ended(&self, before_ms: u64) -> StoreResult<usize> {
+        let mut st = self.inner.state.lock();
+        let before = st.plans.len();
+        st.plans.retain(|_, p| {
+            !(p.status.is_terminal() && p.result.as_ref().is_some_and(|r| r.finished_at < before_ms))
+        });
+        Ok(before - st.plans.len())
+    }
+}
