@@ -125,6 +125,13 @@ impl RetryPolicy {
     pub fn max_attempts(&self) -> u32 {
         self.max_retries.saturating_add(1)
     }
+
+    /// The delay before the next attempt when attempt number `attempt`
+    /// (1-based) failed, or `None` when the policy allows no more attempts.
+    /// `unit` is a uniform sample in [0, 1) for jitter.
+    pub fn retry_after(&self, attempt: u32, unit: f64) -> Option<u64> {
+        (attempt <= self.max_retries).then(|| crate::retry_delay_ms(self, attempt, unit))
+    }
 }
 
 /// What a step does when it runs.

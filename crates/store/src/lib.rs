@@ -29,7 +29,7 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The shared state of a baton deployment. Every method is atomic.
-pub trait Store: Clone + Send + Sync + 'static {
+pub trait Store: Clone + Send + Sync + Unpin + 'static {
     /// Stores an expanded plan, queues its ready steps and emits
     /// `plan:submitted` and `plan:started`. Returns `false` (and changes
     /// nothing) when a plan with this id already exists.

@@ -1,0 +1,179 @@
+//! The `baton` command: runs plans in-process (the embedded default),
+//! validates them and prints the plan format's JSON Schema.
+
+mod progress;
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use baton_agents::Registry;
+use baton_engine::{Engine, EngineConfig, MemoryStore};
+use baton_plan::{Limits, PlanDoc};
+use baton_store::{PlanStatus, Store};
+use clap::{Parser, Subcommand};
+
+/// Exit code of a plan that failed, timed out or was cancelled.
+const EXIT_FAILED: u8 = 1;
+/// Exit code of an invalid plan.
+const EXIT_INVALID: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "baton", version, about = "Orchestrates AI agents: runs DAG plans of agent steps")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a plan in this process (no Redis) and print its result JSON.
+    Run {
+        /// Plan file, or `-` for standard input.
+        file: PathBuf,
+        /// Workers started (each serves every queue).
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Steps each worker runs at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Never show the progress display, even on a terminal.
+        #[arg(long)]
+        no_progress: bool,
+        /// Print every event as a JSON line on standard error.
+        #[arg(long)]
+        events: bool,
+    },
+    /// Check a plan and print every error in it.
+    Validate {
+        /// Plan file, or `-` for standard input.
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the plan format.
+    Schema,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match real_main(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("baton: {e:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Schema => {
+            let schema = schemars::schema_for!(PlanDoc);
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { file } => {
+            let text = read_plan(&file)?;
+            let registry = Registry::with_builtins();
+            match baton_plan::parse_and_validate(&text, &registry, &Limits::default()) {
+                Ok(plan) => {
+                    println!(
+                        "{}: valid ({} steps, fallback depth {})",
+                        file.display(),
+                        plan.steps.len(),
+                        plan.fallback_depth()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(errors) => {
+                    eprintln!("{}: invalid plan ({} errors)", file.display(), errors.0.len());
+                    for e in &errors.0 {
+                        eprintln!("  {e}");
+                    }
+                    Ok(ExitCode::from(EXIT_INVALID))
+                }
+            }
+        }
+        Command::Run {
+            file,
+            workers,
+            concurrency,
+            no_progress,
+            events,
+        } => {
+            let text = read_plan(&file)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let show = !no_progress && std::io::stderr().is_terminal();
+            runtime.block_on(run(&file, &text, workers, concurrency, show, events))
+        }
+    }
+}
+
+async fn run(
+    file: &std::path::Path,
+    text: &str,
+    workers: usize,
+    concurrency: usize,
+    show_progress: bool,
+    print_events: bool,
+) -> Result<ExitCode> {
+    let store = MemoryStore::new();
+    let cfg = EngineConfig {
+        workers,
+        concurrency,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(store.clone(), Registry::with_builtins(), cfg);
+    let watcher = progress::Watcher::start(&store, show_progress, print_events);
+    let submission = engine.submit_text(text).await?;
+    let code = match submission {
+        baton_planner::Submission::Rejected { errors, .. } => {
+            watcher.finish().await;
+            eprintln!("{}: invalid plan ({} errors)", file.display(), errors.0.len());
+            for e in &errors.0 {
+                eprintln!("  {e}");
+            }
+            ExitCode::from(EXIT_INVALID)
+        }
+        baton_planner::Submission::Accepted { id, .. } => {
+            watcher.follow(&id);
+            let result = tokio::select! {
+                r = store.wait_result(&id) => r?,
+                _ = tokio::signal::ctrl_c() => {
+                    engine.cancel(&id).await?;
+                    store.wait_result(&id).await?
+                }
+            };
+            watcher.finish().await;
+            println!("{}", serde_json::to_string_pretty(&result)?);
+            if result.status == PlanStatus::Succeeded {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            }
+        }
+    };
+    engine.shutdown().await;
+    Ok(code)
+}
+
+fn read_plan(file: &std::path::Path) -> Result<String> {
+    if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the plan from standard input")?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading plan file {}", file.display()))
+    }
+}

@@ -1,0 +1,133 @@
+//! The engine: one process running the planner, workers and a coordinator
+//! over one store. With the in-memory store this is baton's embedded default
+//! (`baton run`, no Redis); the roles talk only through the store, exactly as
+//! they do when they run as separate processes.
+
+use std::sync::Arc;
+
+use baton_agents::Registry;
+use baton_coordinator::{cancel_plan, Coordinator, CoordinatorConfig};
+use baton_plan::{Limits, PlanErrors};
+use baton_planner::{Planner, SubmitError, Submission};
+use baton_store::{PlanResult, Store, StoreError};
+use baton_worker::{run_worker, WorkerConfig};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use baton_store::MemoryStore;
+
+/// How the engine runs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// apalis workers started; each serves every queue of the registry.
+    pub workers: usize,
+    /// Steps each worker runs at once.
+    pub concurrency: usize,
+    pub lease_ms: u64,
+    pub limits: Limits,
+    pub coordinator: CoordinatorConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            workers: 2,
+            concurrency: 256,
+            lease_ms: 30_000,
+            limits: Limits::default(),
+            coordinator: CoordinatorConfig::default(),
+        }
+    }
+}
+
+/// Why a plan could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("invalid plan:\n{0}")]
+    Invalid(PlanErrors),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<SubmitError> for RunError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Store(s) => RunError::Store(s),
+        }
+    }
+}
+
+/// A running planner + workers + coordinator.
+pub struct Engine<S> {
+    store: S,
+    planner: Planner<S>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl<S: Store> Engine<S> {
+    /// Starts the roles on the current tokio runtime.
+    pub fn start(store: S, registry: Registry, cfg: EngineConfig) -> Self {
+        let registry = Arc::new(registry);
+        let planner = Planner::new(store.clone(), registry.clone(), cfg.limits.clone());
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+
+        let coordinator = Coordinator::new(store.clone(), planner.clone(), cfg.coordinator.clone());
+        let signal = stop.clone().cancelled_owned();
+        tasks.push(tokio::spawn(coordinator.run(signal)));
+
+        for n in 0..cfg.workers.max(1) {
+            let mut wcfg = WorkerConfig::new(format!("embedded-{n}"), registry.queues());
+            wcfg.concurrency = cfg.concurrency;
+            wcfg.lease_ms = cfg.lease_ms;
+            let (store, registry, signal) = (store.clone(), registry.clone(), stop.clone().cancelled_owned());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = run_worker(store, registry, wcfg, signal).await {
+                    tracing::error!(error = %e, "worker stopped with an error");
+                }
+            }));
+        }
+        Engine {
+            store,
+            planner,
+            stop,
+            tasks,
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn planner(&self) -> &Planner<S> {
+        &self.planner
+    }
+
+    /// Submits plan JSON; returns at once with the plan's id.
+    pub async fn submit_text(&self, text: &str) -> Result<Submission, SubmitError> {
+        self.planner.submit_text(text, None).await
+    }
+
+    /// Submits plan JSON and waits for the plan to end.
+    pub async fn run_text(&self, text: &str) -> Result<PlanResult, RunError> {
+        match self.submit_text(text).await? {
+            Submission::Accepted { id, .. } => Ok(self.store.wait_result(&id).await?),
+            Submission::Rejected { errors, .. } => Err(RunError::Invalid(errors)),
+        }
+    }
+
+    /// Cancels a plan (and its running fallback).
+    pub async fn cancel(&self, plan_id: &str) -> Result<bool, StoreError> {
+        cancel_plan(&self.store, plan_id).await
+    }
+
+    /// Stops every role: workers finish their in-flight steps first.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+

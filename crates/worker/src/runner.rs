@@ -1,0 +1,179 @@
+//! Running one claimed job: look up the agent, call it under the step's
+//! per-attempt timeout while keeping the lease alive, and report the outcome
+//! (result, retry with the plan's backoff, or dead letter) to the store.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis_core::error::BoxDynError;
+use apalis_core::task::data::Data;
+use baton_agents::{AgentCall, AgentError, EventSink, Registry};
+use baton_store::{EventKind, Job, NewEvent, Store};
+use futures::FutureExt;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+/// Shared by every step a worker runs.
+pub struct StepRunner<S> {
+    store: S,
+    registry: Arc<Registry>,
+    lease_ms: u64,
+    /// Agent events go through one ordered channel to the store, so an agent
+    /// emitting from synchronous code never waits on the store.
+    events: mpsc::UnboundedSender<NewEvent>,
+}
+
+impl<S: Store> StepRunner<S> {
+    pub fn new(store: S, registry: Arc<Registry>, lease_ms: u64) -> Self {
+        let (events, mut rx) = mpsc::unbounded_channel::<NewEvent>();
+        let sink_store = store.clone();
+        tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                if let Err(err) = sink_store.emit(e).await {
+                    tracing::warn!(error = %err, "could not record an agent event");
+                }
+            }
+        });
+        StepRunner {
+            store,
+            registry,
+            lease_ms,
+            events,
+        }
+    }
+
+    /// Runs one attempt and records its outcome.
+    pub async fn run(&self, job: Job) {
+        let outcome = self.attempt(&job).await;
+        let key = &job.key;
+        let recorded = match outcome {
+            Attempt::Succeeded(data) => self.store.complete(key, data).await,
+            Attempt::Failed(err) => {
+                let retry = if err.retryable {
+                    job.retry_policy().retry_after(key.attempt, fastrand::f64())
+                } else {
+                    None
+                };
+                self.emit(&job, EventKind::AgentError, json!({
+                    "error": err.message,
+                    "retryable": err.retryable,
+                }));
+                self.store.fail(key, &err.message, retry).await
+            }
+            Attempt::Abandoned => return,
+        };
+        if let Err(e) = recorded {
+            // The lease lapses and the job runs again: at least once.
+            tracing::error!(plan = %key.plan_id, step = %job.spec.id, error = %e,
+                "could not record a step outcome; it will run again after its lease");
+        }
+    }
+
+    async fn attempt(&self, job: &Job) -> Attempt {
+        let Some(agent_id) = job.spec.agent_id() else {
+            // Joins complete inside the store; a join here is a store bug,
+            // reported rather than silently completed.
+            return Attempt::Failed(AgentError::permanent("join steps are not run by workers"));
+        };
+        let Some(agent) = self.registry.get(agent_id) else {
+            return Attempt::Failed(AgentError::retryable(format!(
+                "agent '{agent_id}' is not available on this worker"
+            )));
+        };
+        let sink = StepEvents { job, tx: &self.events };
+        let call = AgentCall {
+            plan_id: &job.key.plan_id,
+            step_id: &job.spec.id,
+            action: job.spec.action().unwrap_or_default(),
+            input: &job.spec.input,
+            dependencies: &job.dependencies,
+            attempt: job.key.attempt,
+            events: &sink,
+        };
+        let agent_call = AssertUnwindSafe(agent.call(call)).catch_unwind();
+        let timed = async {
+            match job.spec.timeout_ms {
+                Some(ms) => tokio::time::timeout(Duration::from_millis(ms), agent_call)
+                    .await
+                    .map_err(|_| AgentError::retryable(format!("step timed out after {ms} ms"))),
+                None => Ok(agent_call.await),
+            }
+        };
+        tokio::pin!(timed);
+        let heartbeat = Duration::from_millis((self.lease_ms / 3).max(1));
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut timed => return match out {
+                    Ok(Ok(Ok(data))) => Attempt::Succeeded(data),
+                    Ok(Ok(Err(e))) | Err(e) => Attempt::Failed(e),
+                    Ok(Err(panic)) => Attempt::Failed(AgentError::retryable(format!(
+                        "agent '{agent_id}' panicked: {}", panic_message(&panic)
+                    ))),
+                },
+                _ = tokio::time::sleep(heartbeat) => {
+                    match self.store.extend_lease(&job.key, self.lease_ms).await {
+                        Ok(true) => {}
+                        // The step is no longer ours (plan ended, cancelled,
+                        // or reaped): stop working on it.
+                        Ok(false) => return Attempt::Abandoned,
+                        Err(e) => tracing::warn!(error = %e, "lease extension failed"),
+                    }
+                }
+            }
+        }
+    }
+
+    fn emit(&self, job: &Job, kind: EventKind, data: Value) {
+        let _ = self.events.send(new_event(job, kind, data));
+    }
+}
+
+enum Attempt {
+    Succeeded(Value),
+    Failed(AgentError),
+    /// The step was taken from us while it ran; nothing to record.
+    Abandoned,
+}
+
+fn new_event(job: &Job, kind: EventKind, data: Value) -> NewEvent {
+    NewEvent {
+        kind,
+        plan_id: job.key.plan_id.clone(),
+        step_id: Some(Arc::from(job.spec.id.as_str())),
+        agent_id: job.spec.agent_id().map(Arc::from),
+        attempt: Some(job.key.attempt),
+        data,
+    }
+}
+
+struct StepEvents<'a> {
+    job: &'a Job,
+    tx: &'a mpsc::UnboundedSender<NewEvent>,
+}
+
+impl EventSink for StepEvents<'_> {
+    fn insight(&self, kind: &str, data: Value) {
+        let data = json!({ "type": kind, "data": data });
+        let _ = self.tx.send(new_event(self.job, EventKind::AgentInsight, data));
+    }
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// The apalis handler: every outcome is recorded in the store, so apalis
+/// itself never retries (its retries would not be durable). The step runs as
+/// a task of its own so that a worker's steps spread over every core (what
+/// apalis's `parallelize` does; spawning here keeps the handler's future
+/// free of the higher-ranked closure types rustc cannot prove `Send`).
+pub async fn run_step<S: Store>(job: Job, runner: Data<Arc<StepRunner<S>>>) -> Result<(), BoxDynError> {
+    let runner = Arc::clone(&runner);
+    tokio::spawn(async move { runner.run(job).await }).await?;
+    Ok(())
+}
