@@ -43,7 +43,11 @@ impl Registry {
 
     /// Every queue some registered agent routes to.
     pub fn queues(&self) -> Vec<String> {
-        let mut q: Vec<String> = self.agents.values().map(|a| a.queue().to_string()).collect();
+        let mut q: Vec<String> = self
+            .agents
+            .values()
+            .map(|a| a.queue().to_string())
+            .collect();
         q.sort();
         q.dedup();
         q
@@ -56,14 +60,19 @@ impl Registry {
 
 impl Catalog for Registry {
     fn check(&self, agent_id: &str, action: &str, input: &Value) -> Result<(), ActionProblem> {
-        let agent = self.agents.get(agent_id).ok_or_else(|| ActionProblem::UnknownAgent {
-            known: self.agents.keys().cloned().collect(),
-        })?;
+        let agent = self
+            .agents
+            .get(agent_id)
+            .ok_or_else(|| ActionProblem::UnknownAgent {
+                known: self.agents.keys().cloned().collect(),
+            })?;
         if !agent.actions().contains(&action) {
             return Err(ActionProblem::UnknownAction {
                 known: agent.actions().iter().map(|a| a.to_string()).collect(),
             });
         }
-        agent.check_input(action, input).map_err(ActionProblem::BadInput)
+        agent
+            .check_input(action, input)
+            .map_err(ActionProblem::BadInput)
     }
 }

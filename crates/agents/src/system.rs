@@ -81,9 +81,19 @@ struct FailSpec {
 impl FailSpec {
     fn parse(input: &Value) -> Result<FailSpec, String> {
         let obj = match input {
-            Value::Null => return Ok(FailSpec { times: 1, permanent: false, message: None }),
+            Value::Null => {
+                return Ok(FailSpec {
+                    times: 1,
+                    permanent: false,
+                    message: None,
+                })
+            }
             Value::Object(o) => o,
-            other => return Err(format!("expected an object like {{\"times\": 1}}, got {other}")),
+            other => {
+                return Err(format!(
+                    "expected an object like {{\"times\": 1}}, got {other}"
+                ))
+            }
         };
         let times = match obj.get("times") {
             None => 1,
@@ -93,14 +103,20 @@ impl FailSpec {
         };
         let permanent = match obj.get("permanent") {
             None => false,
-            Some(p) => p.as_bool().ok_or_else(|| format!("`permanent` must be a boolean, got {p}"))?,
+            Some(p) => p
+                .as_bool()
+                .ok_or_else(|| format!("`permanent` must be a boolean, got {p}"))?,
         };
         let message = match obj.get("message") {
             None => None,
             Some(Value::String(m)) => Some(m.clone()),
             Some(m) => return Err(format!("`message` must be a string, got {m}")),
         };
-        Ok(FailSpec { times, permanent, message })
+        Ok(FailSpec {
+            times,
+            permanent,
+            message,
+        })
     }
 }
 
@@ -109,7 +125,10 @@ fn fail(call: &AgentCall<'_>) -> Result<Value, AgentError> {
     let attempt = u64::from(call.attempt);
     let message = || {
         spec.message.clone().unwrap_or_else(|| {
-            format!("system.fail: attempt {attempt} of step '{}' failed as asked", call.step_id)
+            format!(
+                "system.fail: attempt {attempt} of step '{}' failed as asked",
+                call.step_id
+            )
         })
     };
     if spec.permanent {
@@ -172,9 +191,18 @@ mod tests {
     fn inputs_are_checked() {
         let a = SystemAgent;
         assert!(a.check_input("sleep", &json!({"ms": 5})).is_ok());
-        assert!(a.check_input("sleep", &json!({})).unwrap_err().contains("ms"));
-        assert!(a.check_input("sleep", &json!({"ms": -1})).unwrap_err().contains("non-negative"));
-        assert!(a.check_input("fail", &json!({"times": "x"})).unwrap_err().contains("times"));
+        assert!(a
+            .check_input("sleep", &json!({}))
+            .unwrap_err()
+            .contains("ms"));
+        assert!(a
+            .check_input("sleep", &json!({"ms": -1}))
+            .unwrap_err()
+            .contains("non-negative"));
+        assert!(a
+            .check_input("fail", &json!({"times": "x"}))
+            .unwrap_err()
+            .contains("times"));
         assert!(a.check_input("fail", &json!([1])).is_err());
         assert!(a.check_input("noop", &json!([1])).is_ok());
     }

@@ -20,7 +20,11 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_INVALID: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "baton", version, about = "Orchestrates AI agents: runs DAG plans of agent steps")]
+#[command(
+    name = "baton",
+    version,
+    about = "Orchestrates AI agents: runs DAG plans of agent steps"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -92,7 +96,11 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(errors) => {
-                    eprintln!("{}: invalid plan ({} errors)", file.display(), errors.0.len());
+                    eprintln!(
+                        "{}: invalid plan ({} errors)",
+                        file.display(),
+                        errors.0.len()
+                    );
                     for e in &errors.0 {
                         eprintln!("  {e}");
                     }
@@ -138,7 +146,11 @@ async fn run(
     let code = match submission {
         baton_planner::Submission::Rejected { errors, .. } => {
             watcher.finish().await;
-            eprintln!("{}: invalid plan ({} errors)", file.display(), errors.0.len());
+            eprintln!(
+                "{}: invalid plan ({} errors)",
+                file.display(),
+                errors.0.len()
+            );
             for e in &errors.0 {
                 eprintln!("  {e}");
             }
@@ -174,6 +186,7 @@ fn read_plan(file: &std::path::Path) -> Result<String> {
             .context("reading the plan from standard input")?;
         Ok(s)
     } else {
-        std::fs::read_to_string(file).with_context(|| format!("reading plan file {}", file.display()))
+        std::fs::read_to_string(file)
+            .with_context(|| format!("reading plan file {}", file.display()))
     }
 }

@@ -33,8 +33,10 @@ impl Watcher {
         let bar = show.then(|| {
             let b = ProgressBar::new(0);
             b.set_style(
-                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}")
-                    .expect("valid template"),
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}",
+                )
+                .expect("valid template"),
             );
             b.enable_steady_tick(Duration::from_millis(100));
             b
@@ -83,7 +85,11 @@ impl Watcher {
                     if let Some(b) = &bar {
                         b.set_length(counts.total);
                         b.set_position(counts.done);
-                        b.set_message(format!("running {}  retries {}", counts.running.max(0), counts.retries));
+                        b.set_message(format!(
+                            "running {}  retries {}",
+                            counts.running.max(0),
+                            counts.retries
+                        ));
                     }
                 }
             }
@@ -108,7 +114,10 @@ impl Watcher {
 
 fn belongs(e: &Event, root: &str) -> bool {
     let id = &*e.plan_id;
-    id == root || id.strip_prefix(root).is_some_and(|rest| rest.starts_with(".fallback"))
+    id == root
+        || id
+            .strip_prefix(root)
+            .is_some_and(|rest| rest.starts_with("/fallback"))
 }
 
 impl Counts {

@@ -10,9 +10,10 @@
 
 use std::future::Future;
 
-
 use baton_planner::Planner;
-use baton_store::{now_ms, CancelOutcome, LifecycleItem, Store, StoreError, StoreResult};
+use baton_store::{
+    now_ms, CancelOutcome, LifecycleItem, PlanStatus, Store, StoreError, StoreResult,
+};
 
 /// How the coordinator runs.
 #[derive(Debug, Clone)]
@@ -43,7 +44,11 @@ pub struct Coordinator<S> {
 
 impl<S: Store> Coordinator<S> {
     pub fn new(store: S, planner: Planner<S>, cfg: CoordinatorConfig) -> Self {
-        Coordinator { store, planner, cfg }
+        Coordinator {
+            store,
+            planner,
+            cfg,
+        }
     }
 
     /// Runs until `shutdown` resolves.
@@ -54,13 +59,9 @@ impl<S: Store> Coordinator<S> {
             if let Err(e) = self.tick(&mut next_purge).await {
                 tracing::warn!(error = %e, "coordinator tick failed; retrying");
             }
-            let wait = match self.store.next_coordinator_timer().await {
-                Ok(Some(t)) => t.saturating_sub(now_ms()).min(self.cfg.max_tick_ms),
-                _ => self.cfg.max_tick_ms,
-            };
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = self.store.wait_for_lifecycle(wait.max(1)) => {}
+                _ = self.store.wait_for_coordinator_work(self.cfg.max_tick_ms) => {}
             }
         }
     }
@@ -110,8 +111,13 @@ impl<S: Store> Coordinator<S> {
             }
             for item in &items {
                 match item {
-                    LifecycleItem::StartFallback { plan_id } => self.start_fallback(plan_id).await?,
-                    LifecycleItem::FallbackEnded { parent_id, child_id } => {
+                    LifecycleItem::StartFallback { plan_id } => {
+                        self.start_fallback(plan_id).await?
+                    }
+                    LifecycleItem::FallbackEnded {
+                        parent_id,
+                        child_id,
+                    } => {
                         self.store.finish_from_fallback(parent_id, child_id).await?;
                     }
                 }
@@ -120,20 +126,27 @@ impl<S: Store> Coordinator<S> {
         }
     }
 
-    /// Starts `plan_id`'s fallback as a plan of its own, `<id>.fallback`.
+    /// Starts `plan_id`'s fallback as a plan of its own (see [`fallback_id`]).
     /// The link is recorded before the child exists, so the child's end
     /// always finds its parent waiting; both steps are idempotent.
     async fn start_fallback(&self, plan_id: &str) -> StoreResult<()> {
         let Some(spec) = self.store.plan_spec(plan_id).await? else {
             return Ok(());
         };
-        let Some(fallback) = spec.fallback else { return Ok(()) };
-        let child_id = format!("{plan_id}.fallback");
+        let Some(fallback) = spec.fallback else {
+            return Ok(());
+        };
+        let child_id = fallback_id(plan_id);
         if !self.store.link_fallback(plan_id, &child_id).await? {
             return Ok(());
         }
         let child = self.planner.expand(&child_id, *fallback, Some(plan_id));
         self.store.create_plan(child).await?;
+        // A cancel that came between the link and the child's creation found
+        // no child to cancel: cancel it now.
+        if self.store.status(plan_id).await? == Some(PlanStatus::Cancelled) {
+            self.store.cancel(&child_id).await?;
+        }
         tracing::info!(plan = %plan_id, fallback = %child_id, "fallback plan started");
         Ok(())
     }
@@ -160,3 +173,8 @@ pub async fn cancel_plan<S: Store>(store: &S, plan_id: &str) -> StoreResult<bool
     Ok(first.unwrap_or(false))
 }
 
+/// The id of `plan_id`'s fallback plan: `<id>/fallback`. Submitted ids
+/// cannot contain `/`, so a user's plan never takes a fallback's id.
+pub fn fallback_id(plan_id: &str) -> String {
+    format!("{plan_id}/fallback")
+}

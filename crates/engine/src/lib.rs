@@ -8,7 +8,7 @@ use std::sync::Arc;
 use baton_agents::Registry;
 use baton_coordinator::{cancel_plan, Coordinator, CoordinatorConfig};
 use baton_plan::{Limits, PlanErrors};
-use baton_planner::{Planner, SubmitError, Submission};
+use baton_planner::{Planner, Submission, SubmitError};
 use baton_store::{PlanResult, Store, StoreError};
 use baton_worker::{run_worker, WorkerConfig};
 use tokio::task::JoinHandle;
@@ -81,7 +81,11 @@ impl<S: Store> Engine<S> {
             let mut wcfg = WorkerConfig::new(format!("embedded-{n}"), registry.queues());
             wcfg.concurrency = cfg.concurrency;
             wcfg.lease_ms = cfg.lease_ms;
-            let (store, registry, signal) = (store.clone(), registry.clone(), stop.clone().cancelled_owned());
+            let (store, registry, signal) = (
+                store.clone(),
+                registry.clone(),
+                stop.clone().cancelled_owned(),
+            );
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = run_worker(store, registry, wcfg, signal).await {
                     tracing::error!(error = %e, "worker stopped with an error");
@@ -130,4 +134,3 @@ impl<S: Store> Engine<S> {
         }
     }
 }
-

@@ -12,6 +12,6 @@ mod validate;
 pub use backoff::retry_delay_ms;
 pub use model::*;
 pub use validate::{
-    ActionProblem,
-    parse_and_validate, validate, validate_value, Catalog, Limits, PlanError, PlanErrors,
+    parse_and_validate, validate, validate_value, ActionProblem, Catalog, Limits, PlanError,
+    PlanErrors,
 };

@@ -194,7 +194,11 @@ fn check_plan_value(
     errs: &mut Vec<PlanError>,
 ) -> Option<ValidPlan> {
     let Some(obj) = value.as_object() else {
-        push(errs, path, format!("a plan must be a JSON object, got {}", kind_of(value)));
+        push(
+            errs,
+            path,
+            format!("a plan must be a JSON object, got {}", kind_of(value)),
+        );
         return None;
     };
 
@@ -206,7 +210,11 @@ fn check_plan_value(
 
     let raw_steps: &[Value] = match obj.get("steps") {
         None => {
-            push(errs, format!("{path}.steps"), "missing: a plan needs a `steps` array");
+            push(
+                errs,
+                format!("{path}.steps"),
+                "missing: a plan needs a `steps` array",
+            );
             &[]
         }
         Some(Value::Array(a)) => a,
@@ -219,8 +227,15 @@ fn check_plan_value(
             &[]
         }
     };
-    if obj.get("steps").is_some_and(|s| s.as_array().is_some_and(|a| a.is_empty())) {
-        push(errs, format!("{path}.steps"), "a plan needs at least one step");
+    if obj
+        .get("steps")
+        .is_some_and(|s| s.as_array().is_some_and(|a| a.is_empty()))
+    {
+        push(
+            errs,
+            format!("{path}.steps"),
+            "a plan needs at least one step",
+        );
     }
     if raw_steps.len() > limits.max_steps {
         push(
@@ -273,16 +288,24 @@ fn check_plan_value(
         if let Some(id) = &header.id {
             check_id(id, &format!("{path}.id"), limits, errs);
         }
-        timeout_ms = header
-            .timeout
-            .and_then(|t| check_ms(t, 1, limits.max_timeout_ms, &format!("{path}.timeout"), errs));
+        timeout_ms = header.timeout.and_then(|t| {
+            check_ms(
+                t,
+                1,
+                limits.max_timeout_ms,
+                &format!("{path}.timeout"),
+                errs,
+            )
+        });
     }
 
     // Ids that exist, even in steps that failed to parse, so that a bad step
     // does not turn every reference to it into a second, misleading error.
     let mut index_of: HashMap<&str, usize> = HashMap::new();
     for (i, raw) in raw_steps.iter().enumerate() {
-        let Some(id) = raw.get("id").and_then(Value::as_str) else { continue };
+        let Some(id) = raw.get("id").and_then(Value::as_str) else {
+            continue;
+        };
         if let Some(first) = index_of.get(id) {
             push(
                 errs,
@@ -392,11 +415,19 @@ fn check_step(
         }
         (None, None) => StepKind::Join,
         (Some(_), None) => {
-            push(errs, format!("{sp}.action"), "missing: a step with an agentId needs an action (a join step has neither)");
+            push(
+                errs,
+                format!("{sp}.action"),
+                "missing: a step with an agentId needs an action (a join step has neither)",
+            );
             StepKind::Join
         }
         (None, Some(_)) => {
-            push(errs, format!("{sp}.agentId"), "missing: a step with an action needs an agentId (a join step has neither)");
+            push(
+                errs,
+                format!("{sp}.agentId"),
+                "missing: a step with an action needs an agentId (a join step has neither)",
+            );
             StepKind::Join
         }
     };
@@ -449,11 +480,22 @@ fn check_step(
                 errs,
             )
             .unwrap_or(0) as u32;
-            let backoff_ms =
-                check_ms(r.backoff_ms, 0, limits.max_backoff_ms, &format!("{rp}.backoffMs"), errs)
-                    .unwrap_or(0);
+            let backoff_ms = check_ms(
+                r.backoff_ms,
+                0,
+                limits.max_backoff_ms,
+                &format!("{rp}.backoffMs"),
+                errs,
+            )
+            .unwrap_or(0);
             let max_backoff_ms = r.max_backoff_ms.and_then(|m| {
-                check_ms(m, 0, limits.max_backoff_ms, &format!("{rp}.maxBackoffMs"), errs)
+                check_ms(
+                    m,
+                    0,
+                    limits.max_backoff_ms,
+                    &format!("{rp}.maxBackoffMs"),
+                    errs,
+                )
             });
             RetryPolicy {
                 max_retries,
@@ -481,7 +523,11 @@ fn check_step(
 
 fn check_ms(value: i64, min: u64, max: u64, path: &str, errs: &mut Vec<PlanError>) -> Option<u64> {
     if value < 0 || (value as u64) < min || (value as u64) > max {
-        push(errs, path, format!("must be between {min} and {max}, got {value}"));
+        push(
+            errs,
+            path,
+            format!("must be between {min} and {max}, got {value}"),
+        );
         None
     } else {
         Some(value as u64)
@@ -576,4 +622,3 @@ fn kind_of(v: &Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
-

@@ -104,12 +104,17 @@ impl<S: Store> Planner<S> {
         })
     }
 
-    async fn record_rejection(&self, id: String, errors: PlanErrors) -> Result<Submission, SubmitError> {
+    async fn record_rejection(
+        &self,
+        id: String,
+        errors: PlanErrors,
+    ) -> Result<Submission, SubmitError> {
         let mut id = id;
         if !self.store.reject_plan(&id, &errors).await? {
             // The id belongs to another plan: record the rejection under a
             // fresh id rather than lose it or touch that plan.
-            id = format!("{id}.rejected.{}", new_id());
+            // `/` never occurs in a submitted id, so this one is free.
+            id = format!("{id}/rejected/{}", new_id());
             self.store.reject_plan(&id, &errors).await?;
         }
         tracing::info!(plan = %id, errors = errors.0.len(), "plan rejected");

@@ -55,20 +55,21 @@ pub trait Store: Clone + Send + Sync + Unpin + 'static {
 
     /// Resolves when a job of `queues` may be ready: new work was queued, a
     /// scheduled retry fell due, or `max_wait_ms` passed.
-    fn wait_for_work(&self, queues: &[String], max_wait_ms: u64) -> impl Future<Output = ()> + Send;
+    fn wait_for_work(&self, queues: &[String], max_wait_ms: u64)
+        -> impl Future<Output = ()> + Send;
 
     /// Extends a running job's lease. `false` when the job is no longer
     /// this attempt's to run (completed, cancelled, timed out, reaped).
-    fn extend_lease(&self, job: &JobKey, lease_ms: u64) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn extend_lease(
+        &self,
+        job: &JobKey,
+        lease_ms: u64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
 
     /// Records a successful attempt: the step's result (exactly once), its
     /// dependents' counters, the dependents that became ready, the plan's
     /// end when it was the last step.
-    fn complete(
-        &self,
-        job: &JobKey,
-        data: Value,
-    ) -> impl Future<Output = StoreResult<Ack>> + Send;
+    fn complete(&self, job: &JobKey, data: Value) -> impl Future<Output = StoreResult<Ack>> + Send;
 
     /// Records a failed attempt. With `retry_in_ms` the step is scheduled to
     /// run again after that delay; without, it is dead-lettered and its
@@ -88,46 +89,71 @@ pub trait Store: Clone + Send + Sync + Unpin + 'static {
 
     /// Ends every running plan whose deadline is before `now_ms` as
     /// `timed_out` (or hands it to its fallback). Returns the plans ended.
-    fn expire_deadlines(&self, now_ms: u64) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+    fn expire_deadlines(
+        &self,
+        now_ms: u64,
+    ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
 
-    /// The earliest instant (epoch ms) at which a deadline or lease ends.
-    fn next_coordinator_timer(&self) -> impl Future<Output = StoreResult<Option<u64>>> + Send;
-
-    /// Resolves when plan lifecycle work is pending or `max_wait_ms` passed.
-    fn wait_for_lifecycle(&self, max_wait_ms: u64) -> impl Future<Output = ()> + Send;
+    /// Resolves when the coordinator has something to do: lifecycle work
+    /// was queued, a plan with a deadline was created, the earliest deadline
+    /// or lease end passed, or `max_wait_ms` passed.
+    fn wait_for_coordinator_work(&self, max_wait_ms: u64) -> impl Future<Output = ()> + Send;
 
     /// Lifecycle work for the coordinator (fallbacks to start, child plans
     /// that ended). Items stay owned by the caller until acknowledged.
-    fn take_lifecycle(&self, max: usize) -> impl Future<Output = StoreResult<Vec<LifecycleItem>>> + Send;
+    fn take_lifecycle(
+        &self,
+        max: usize,
+    ) -> impl Future<Output = StoreResult<Vec<LifecycleItem>>> + Send;
 
     /// Acknowledges lifecycle work done.
-    fn ack_lifecycle(&self, items: &[LifecycleItem]) -> impl Future<Output = StoreResult<()>> + Send;
+    fn ack_lifecycle(
+        &self,
+        items: &[LifecycleItem],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// The stored plan definition of `plan_id` (with its fallback).
-    fn plan_spec(&self, plan_id: &str) -> impl Future<Output = StoreResult<Option<baton_plan::ValidPlan>>> + Send;
+    fn plan_spec(
+        &self,
+        plan_id: &str,
+    ) -> impl Future<Output = StoreResult<Option<baton_plan::ValidPlan>>> + Send;
 
     /// Records that `child_id` runs as `plan_id`'s fallback; emits
     /// `plan:fallback`. `false` when the plan is not awaiting a fallback.
-    fn link_fallback(&self, plan_id: &str, child_id: &str) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn link_fallback(
+        &self,
+        plan_id: &str,
+        child_id: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
 
     /// Ends `plan_id` with the outcome of its fallback plan `child_id`.
-    fn finish_from_fallback(&self, plan_id: &str, child_id: &str) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn finish_from_fallback(
+        &self,
+        plan_id: &str,
+        child_id: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
 
     /// Cancels a plan that has not ended. Returns the outcome, including the
     /// fallback plan that must be cancelled too.
     fn cancel(&self, plan_id: &str) -> impl Future<Output = StoreResult<CancelOutcome>> + Send;
 
     /// Status of a plan, `None` when unknown.
-    fn status(&self, plan_id: &str) -> impl Future<Output = StoreResult<Option<PlanStatus>>> + Send;
+    fn status(&self, plan_id: &str)
+        -> impl Future<Output = StoreResult<Option<PlanStatus>>> + Send;
 
     /// The result of an ended plan.
-    fn result(&self, plan_id: &str) -> impl Future<Output = StoreResult<Option<PlanResult>>> + Send;
+    fn result(&self, plan_id: &str)
+        -> impl Future<Output = StoreResult<Option<PlanResult>>> + Send;
 
     /// Waits until the plan ends and returns its result.
     fn wait_result(&self, plan_id: &str) -> impl Future<Output = StoreResult<PlanResult>> + Send;
 
     /// A plan's events with id greater than `after`, oldest first.
-    fn events(&self, plan_id: &str, after: u64) -> impl Future<Output = StoreResult<Vec<Event>>> + Send;
+    fn events(
+        &self,
+        plan_id: &str,
+        after: u64,
+    ) -> impl Future<Output = StoreResult<Vec<Event>>> + Send;
 
     /// Dead-lettered steps, oldest first.
     fn dead_letters(&self) -> impl Future<Output = StoreResult<Vec<DeadLetter>>> + Send;

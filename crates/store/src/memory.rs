@@ -269,7 +269,11 @@ impl PlanRec {
             id: Arc::from(p.id.as_str()),
             step_ids: specs.iter().map(|s| Arc::from(s.id.as_str())).collect(),
             agent_ids: specs.iter().map(|s| s.agent_id().map(Arc::from)).collect(),
-            queues: p.queues.iter().map(|q| q.as_deref().map(Arc::from)).collect(),
+            queues: p
+                .queues
+                .iter()
+                .map(|q| q.as_deref().map(Arc::from))
+                .collect(),
             specs,
             steps,
             status: PlanStatus::Running,
@@ -369,12 +373,19 @@ impl PlanRec {
 }
 
 impl State {
-    /// Makes a step whose dependencies succeeded runnable: joins complete on
-    /// the spot, agent steps go to their queue.
-    fn activate(&mut self, pid: &Arc<str>, step: usize, now: u64, fx: &mut Effects) {
+    /// Makes a step whose dependencies succeeded runnable: an agent step
+    /// goes to its queue; a join is started and its data (its dependencies'
+    /// results) returned for the caller to record.
+    fn activate(
+        &mut self,
+        pid: &Arc<str>,
+        step: usize,
+        now: u64,
+        fx: &mut Effects,
+    ) -> Option<Value> {
         let plan = self.plans.get_mut(pid).expect("plan of a live transition");
         if plan.steps[step].status != StepStatus::Pending {
-            return;
+            return None;
         }
         match plan.specs[step].kind {
             StepKind::Join => {
@@ -382,25 +393,35 @@ impl State {
                 st.status = StepStatus::Running;
                 st.attempts = 1;
                 st.first_started = Some(now);
-                self.log
-                    .push(plan, EventKind::StepStarted, Some(step as u32), Some(1), Value::Null, now);
-                let data = Value::Object(plan.dependency_results(step));
-                self.succeed(pid, step, data, now, fx);
+                self.log.push(
+                    plan,
+                    EventKind::StepStarted,
+                    Some(step as u32),
+                    Some(1),
+                    Value::Null,
+                    now,
+                );
+                Some(Value::Object(plan.dependency_results(step)))
             }
             StepKind::Agent { .. } => {
                 plan.steps[step].status = StepStatus::Ready;
-                let queue = plan.queues[step].clone().unwrap_or_else(|| Arc::from("default"));
+                let queue = plan.queues[step]
+                    .clone()
+                    .unwrap_or_else(|| Arc::from("default"));
                 self.sched
                     .queues
                     .entry(queue)
                     .or_default()
                     .push_back((pid.clone(), step as u32));
                 fx.wake_work = true;
+                None
             }
         }
     }
 
-    fn succeed(&mut self, pid: &Arc<str>, step: usize, data: Value, now: u64, fx: &mut Effects) {
+    /// Records a step's success; returns the dependents it made ready
+    /// (parallel plans; sequential ones move on in [`State::next_turn`]).
+    fn mark_succeeded(&mut self, pid: &Arc<str>, step: usize, data: Value, now: u64) -> Vec<usize> {
         let plan = self.plans.get_mut(pid).expect("plan of a live transition");
         let st = &mut plan.steps[step];
         st.status = StepStatus::Succeeded;
@@ -419,21 +440,58 @@ impl State {
             now,
         );
         let mut ready = Vec::new();
-        for &d in &plan.specs[step].dependents.clone() {
-            let dep = &mut plan.steps[d];
+        let parallel = plan.spec.parallel;
+        let PlanRec { specs, steps, .. } = plan;
+        for &d in &specs[step].dependents {
+            let dep = &mut steps[d];
             dep.deps_left -= 1;
-            if dep.deps_left == 0 && dep.status == StepStatus::Pending && plan.spec.parallel {
+            if dep.deps_left == 0 && dep.status == StepStatus::Pending && parallel {
                 ready.push(d);
             }
         }
-        for d in ready {
-            self.activate(pid, d, now, fx);
+        ready
+    }
+
+    /// Carries a plan forward from `ready` steps until it waits on workers:
+    /// joins complete on the spot, sequential plans take their next turn,
+    /// and the plan ends when no step is left. A work list, not recursion,
+    /// so a chain of a thousand joins costs no stack.
+    fn drive(
+        &mut self,
+        pid: &Arc<str>,
+        ready: impl IntoIterator<Item = usize>,
+        now: u64,
+        fx: &mut Effects,
+    ) {
+        let mut ready: VecDeque<usize> = ready.into_iter().collect();
+        loop {
+            while let Some(i) = ready.pop_front() {
+                if let Some(data) = self.activate(pid, i, now, fx) {
+                    ready.extend(self.mark_succeeded(pid, i, data, now));
+                }
+            }
+            match self.next_turn(pid, now, fx) {
+                Some(i) => ready.push_back(i),
+                None => return,
+            }
         }
-        self.after_step_ended(pid, now, fx);
+    }
+
+    /// Records a step's success and carries its plan forward.
+    fn succeed(&mut self, pid: &Arc<str>, step: usize, data: Value, now: u64, fx: &mut Effects) {
+        let ready = self.mark_succeeded(pid, step, data, now);
+        self.drive(pid, ready, now, fx);
     }
 
     /// A step failed for good: dead-letter it, skip what depended on it.
-    fn fail_for_good(&mut self, pid: &Arc<str>, step: usize, error: &str, now: u64, fx: &mut Effects) {
+    fn fail_for_good(
+        &mut self,
+        pid: &Arc<str>,
+        step: usize,
+        error: &str,
+        now: u64,
+        fx: &mut Effects,
+    ) {
         let plan = self.plans.get_mut(pid).expect("plan of a live transition");
         let st = &mut plan.steps[step];
         st.status = StepStatus::Failed;
@@ -460,8 +518,11 @@ impl State {
             now,
         );
         // Skip every step that needs this one, transitively.
-        let mut stack: Vec<(usize, usize)> =
-            plan.specs[step].dependents.iter().map(|&d| (d, step)).collect();
+        let mut stack: Vec<(usize, usize)> = plan.specs[step]
+            .dependents
+            .iter()
+            .map(|&d| (d, step))
+            .collect();
         while let Some((d, because)) = stack.pop() {
             if plan.steps[d].status != StepStatus::Pending {
                 continue;
@@ -481,41 +542,60 @@ impl State {
             stack.extend(plan.specs[d].dependents.iter().map(|&x| (x, d)));
         }
         if plan.spec.fail_fast {
-            let reason = format!("step '{}' failed and the plan is failFast", plan.specs[step].id);
+            let reason = format!(
+                "step '{}' failed and the plan is failFast",
+                plan.specs[step].id
+            );
             self.finish(pid, PlanStatus::Failed, &reason, now, fx);
         } else {
-            self.after_step_ended(pid, now, fx);
+            self.drive(pid, [], now, fx);
         }
     }
 
-    /// Moves a sequential plan on, and ends the plan when no step is left.
-    fn after_step_ended(&mut self, pid: &Arc<str>, now: u64, fx: &mut Effects) {
+    /// Ends the plan when no step is left; in a sequential plan, returns
+    /// the step whose turn has come.
+    fn next_turn(&mut self, pid: &Arc<str>, now: u64, fx: &mut Effects) -> Option<usize> {
         let plan = self.plans.get_mut(pid).expect("plan of a live transition");
         if !plan.is_open() {
-            return;
+            return None;
         }
         if plan.remaining == 0 {
             let ok = plan.steps.iter().all(|s| s.status == StepStatus::Succeeded);
-            let status = if ok { PlanStatus::Succeeded } else { PlanStatus::Failed };
+            let status = if ok {
+                PlanStatus::Succeeded
+            } else {
+                PlanStatus::Failed
+            };
             self.finish(pid, status, "a step failed", now, fx);
-            return;
+            return None;
         }
-        if !plan.spec.parallel {
-            while plan.cursor < plan.steps.len() && plan.steps[plan.cursor].status.is_terminal() {
-                plan.cursor += 1;
-            }
-            let c = plan.cursor;
-            if c < plan.steps.len() && plan.steps[c].status == StepStatus::Pending {
-                debug_assert_eq!(plan.steps[c].deps_left, 0, "sequential order honours dependencies");
-                self.activate(pid, c, now, fx);
-            }
+        if plan.spec.parallel {
+            return None;
         }
+        while plan.cursor < plan.steps.len() && plan.steps[plan.cursor].status.is_terminal() {
+            plan.cursor += 1;
+        }
+        let c = plan.cursor;
+        (c < plan.steps.len() && plan.steps[c].status == StepStatus::Pending).then(|| {
+            debug_assert_eq!(
+                plan.steps[c].deps_left, 0,
+                "sequential order honours dependencies"
+            );
+            c
+        })
     }
 
     /// Ends the plan's own run with `status`: steps still open are skipped;
     /// a failed or timed-out plan with a fallback waits for it, any other
     /// ends for good.
-    fn finish(&mut self, pid: &Arc<str>, status: PlanStatus, reason: &str, now: u64, fx: &mut Effects) {
+    fn finish(
+        &mut self,
+        pid: &Arc<str>,
+        status: PlanStatus,
+        reason: &str,
+        now: u64,
+        fx: &mut Effects,
+    ) {
         let plan = self.plans.get_mut(pid).expect("plan of a live transition");
         if !plan.is_open() {
             return;
@@ -566,9 +646,16 @@ impl State {
             "duration": result.duration,
             "fallbackUsed": result.fallback_used,
         });
-        self.log
-            .push(plan, EventKind::terminal_for(result.status), None, None, data, now);
-        fx.finished.push((std::mem::take(&mut plan.waiters), result.clone()));
+        self.log.push(
+            plan,
+            EventKind::terminal_for(result.status),
+            None,
+            None,
+            data,
+            now,
+        );
+        fx.finished
+            .push((std::mem::take(&mut plan.waiters), result.clone()));
         plan.result = Some(result);
         if let Some(parent) = plan.parent.clone() {
             self.lifecycle.push_back(LifecycleItem::FallbackEnded {
@@ -586,14 +673,16 @@ impl State {
                 break;
             }
             let (pid, step, attempt) = entry.remove();
-            let Some(plan) = self.plans.get_mut(&pid) else { continue };
+            let Some(plan) = self.plans.get_mut(&pid) else {
+                continue;
+            };
             let open = plan.is_open();
             let st = &mut plan.steps[step as usize];
             if !open || st.status != StepStatus::Scheduled || st.attempts != attempt {
                 continue;
             }
             st.status = StepStatus::Pending;
-            self.activate(&pid, step as usize, now, fx);
+            self.drive(&pid, [step as usize], now, fx);
         }
     }
 
@@ -618,24 +707,28 @@ impl Store for MemoryStore {
             let n = rec.steps.len();
             let data = json!({ "steps": n, "parent": rec.parent.as_deref() });
             let submitted_at = rec.submitted_at;
+            st.log.push(
+                &mut rec,
+                EventKind::PlanSubmitted,
+                None,
+                None,
+                data.clone(),
+                submitted_at,
+            );
             st.log
-                .push(&mut rec, EventKind::PlanSubmitted, None, None, data.clone(), submitted_at);
-            st.log.push(&mut rec, EventKind::PlanStarted, None, None, data, now);
+                .push(&mut rec, EventKind::PlanStarted, None, None, data, now);
             if let Some(d) = rec.deadline {
                 st.sched.deadlines.insert((d, pid.clone()));
                 fx.wake_lifecycle = true;
             }
-            let parallel = rec.spec.parallel;
-            let roots: Vec<usize> =
-                (0..n).filter(|&i| rec.steps[i].deps_left == 0).collect();
-            st.plans.insert(pid.clone(), rec);
-            if parallel {
-                for i in roots {
-                    st.activate(&pid, i, now, fx);
-                }
+            // Sequential plans start from their first step in next_turn.
+            let roots: Vec<usize> = if rec.spec.parallel {
+                (0..n).filter(|&i| rec.steps[i].deps_left == 0).collect()
             } else {
-                st.after_step_ended(&pid, now, fx);
-            }
+                Vec::new()
+            };
+            st.plans.insert(pid.clone(), rec);
+            st.drive(&pid, roots, now, fx);
             Ok(true)
         })
     }
@@ -668,31 +761,55 @@ impl Store for MemoryStore {
             result.rejection = Some(errors.clone());
             let pid = rec.id.clone();
             let data = json!({ "errors": errors });
-            st.log
-                .push(&mut rec, EventKind::PlanSubmitted, None, None, Value::Null, now);
+            st.log.push(
+                &mut rec,
+                EventKind::PlanSubmitted,
+                None,
+                None,
+                Value::Null,
+                now,
+            );
             st.plans.insert(pid.clone(), rec);
             let plan = st.plans.get_mut(&pid).expect("just inserted");
             plan.status = PlanStatus::Rejected;
-            st.log.push(plan, EventKind::PlanRejected, None, None, data, now);
-            fx.finished.push((std::mem::take(&mut plan.waiters), result.clone()));
+            st.log
+                .push(plan, EventKind::PlanRejected, None, None, data, now);
+            fx.finished
+                .push((std::mem::take(&mut plan.waiters), result.clone()));
             plan.result = Some(result);
             Ok(true)
         })
     }
 
-    async fn claim(&self, queues: &[String], _worker: &str, lease_ms: u64) -> StoreResult<Option<Job>> {
+    async fn claim(
+        &self,
+        queues: &[String],
+        _worker: &str,
+        lease_ms: u64,
+    ) -> StoreResult<Option<Job>> {
         let now = now_ms();
         Ok(self.transact(|st, fx| {
-            if st.sched.scheduled.first_key_value().is_some_and(|(k, _)| k.0 <= now) {
+            if st
+                .sched
+                .scheduled
+                .first_key_value()
+                .is_some_and(|(k, _)| k.0 <= now)
+            {
                 st.promote_due(now, fx);
             }
             for q in queues {
                 loop {
-                    let Some((pid, step)) = st.sched.queues.get_mut(q.as_str()).and_then(VecDeque::pop_front)
+                    let Some((pid, step)) = st
+                        .sched
+                        .queues
+                        .get_mut(q.as_str())
+                        .and_then(VecDeque::pop_front)
                     else {
                         break;
                     };
-                    let Some(plan) = st.plans.get_mut(&pid) else { continue };
+                    let Some(plan) = st.plans.get_mut(&pid) else {
+                        continue;
+                    };
                     let i = step as usize;
                     if !plan.is_open() || plan.steps[i].status != StepStatus::Ready {
                         continue;
@@ -703,8 +820,17 @@ impl Store for MemoryStore {
                     s.first_started.get_or_insert(now);
                     s.lease_until = now + lease_ms;
                     let attempt = s.attempts;
-                    st.sched.leases.insert((s.lease_until, pid.clone(), step, attempt));
-                    st.log.push(plan, EventKind::StepStarted, Some(step), Some(attempt), Value::Null, now);
+                    st.sched
+                        .leases
+                        .insert((s.lease_until, pid.clone(), step, attempt));
+                    st.log.push(
+                        plan,
+                        EventKind::StepStarted,
+                        Some(step),
+                        Some(attempt),
+                        Value::Null,
+                        now,
+                    );
                     return Some(plan.job(i));
                 }
             }
@@ -718,9 +844,12 @@ impl Store for MemoryStore {
         notified.as_mut().enable();
         let (ready, due) = {
             let st = self.inner.state.lock();
-            let ready = queues
-                .iter()
-                .any(|q| st.sched.queues.get(q.as_str()).is_some_and(|d| !d.is_empty()));
+            let ready = queues.iter().any(|q| {
+                st.sched
+                    .queues
+                    .get(q.as_str())
+                    .is_some_and(|d| !d.is_empty())
+            });
             (ready, st.next_due())
         };
         if ready {
@@ -739,7 +868,9 @@ impl Store for MemoryStore {
     async fn extend_lease(&self, job: &JobKey, lease_ms: u64) -> StoreResult<bool> {
         let now = now_ms();
         Ok(self.transact(|st, _| {
-            let Some(plan) = st.plans.get_mut(&*job.plan_id) else { return false };
+            let Some(plan) = st.plans.get_mut(&*job.plan_id) else {
+                return false;
+            };
             if !plan.holds(job) {
                 return false;
             }
@@ -755,7 +886,9 @@ impl Store for MemoryStore {
     async fn complete(&self, job: &JobKey, data: Value) -> StoreResult<Ack> {
         let now = now_ms();
         Ok(self.transact(|st, fx| {
-            let Some(plan) = st.plans.get(&*job.plan_id) else { return Ack::Stale };
+            let Some(plan) = st.plans.get(&*job.plan_id) else {
+                return Ack::Stale;
+            };
             if !plan.holds(job) {
                 return Ack::Stale;
             }
@@ -770,7 +903,9 @@ impl Store for MemoryStore {
     async fn fail(&self, job: &JobKey, error: &str, retry_in_ms: Option<u64>) -> StoreResult<Ack> {
         let now = now_ms();
         Ok(self.transact(|st, fx| {
-            let Some(plan) = st.plans.get_mut(&*job.plan_id) else { return Ack::Stale };
+            let Some(plan) = st.plans.get_mut(&*job.plan_id) else {
+                return Ack::Stale;
+            };
             if !plan.holds(job) {
                 return Ack::Stale;
             }
@@ -842,8 +977,14 @@ impl Store for MemoryStore {
                     break;
                 }
                 let (until, pid, step, attempt) = st.sched.leases.pop_first().expect("peeked");
-                let Some(plan) = st.plans.get(&pid) else { continue };
-                let key = JobKey { plan_id: pid.clone(), step, attempt };
+                let Some(plan) = st.plans.get(&pid) else {
+                    continue;
+                };
+                let key = JobKey {
+                    plan_id: pid.clone(),
+                    step,
+                    attempt,
+                };
                 if plan.holds(&key) && plan.steps[step as usize].lease_until == until {
                     out.push(plan.job(step as usize));
                 }
@@ -860,7 +1001,9 @@ impl Store for MemoryStore {
                     break;
                 }
                 let (deadline, pid) = st.sched.deadlines.pop_first().expect("peeked");
-                let Some(plan) = st.plans.get(&pid) else { continue };
+                let Some(plan) = st.plans.get(&pid) else {
+                    continue;
+                };
                 if !plan.is_open() || plan.deadline != Some(deadline) {
                     continue;
                 }
@@ -875,26 +1018,30 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn next_coordinator_timer(&self) -> StoreResult<Option<u64>> {
-        let st = self.inner.state.lock();
-        let d = st.sched.deadlines.first().map(|e| e.0);
-        let l = st.sched.leases.first().map(|e| e.0);
-        Ok(match (d, l) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
-    }
-
-    async fn wait_for_lifecycle(&self, max_wait_ms: u64) {
+    async fn wait_for_coordinator_work(&self, max_wait_ms: u64) {
         let notified = self.inner.lifecycle.notified();
         tokio::pin!(notified);
+        // Listen before looking, so work queued in between still wakes us.
         notified.as_mut().enable();
-        if !self.inner.state.lock().lifecycle.is_empty() {
+        let next_timer = {
+            let st = self.inner.state.lock();
+            if !st.lifecycle.is_empty() {
+                return;
+            }
+            let d = st.sched.deadlines.first().map(|e| e.0);
+            let l = st.sched.leases.first().map(|e| e.0);
+            match (d, l) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        let wait = wait_ms(next_timer, max_wait_ms);
+        if wait == 0 {
             return;
         }
         tokio::select! {
             _ = notified => {}
-            _ = tokio::time::sleep(Duration::from_millis(max_wait_ms)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
         }
     }
 
@@ -913,7 +1060,13 @@ impl Store for MemoryStore {
     }
 
     async fn plan_spec(&self, plan_id: &str) -> StoreResult<Option<ValidPlan>> {
-        Ok(self.inner.state.lock().plans.get(plan_id).map(|p| p.spec.clone()))
+        Ok(self
+            .inner
+            .state
+            .lock()
+            .plans
+            .get(plan_id)
+            .map(|p| p.spec.clone()))
     }
 
     async fn link_fallback(&self, plan_id: &str, child_id: &str) -> StoreResult<bool> {
@@ -961,10 +1114,16 @@ impl Store for MemoryStore {
             {
                 return Ok(false);
             }
-            let Some(mut result) = plan.primary.take() else { return Ok(false) };
+            let Some(mut result) = plan.primary.take() else {
+                return Ok(false);
+            };
             let primary = result.status;
             result.primary_status = Some(primary);
-            result.status = if child.success { PlanStatus::Succeeded } else { primary };
+            result.status = if child.success {
+                PlanStatus::Succeeded
+            } else {
+                primary
+            };
             result.success = child.success;
             result.fallback_used = true;
             result.finished_at = now;
@@ -984,7 +1143,10 @@ impl Store for MemoryStore {
                 .get_mut(plan_id)
                 .ok_or_else(|| StoreError::PlanNotFound(plan_id.to_string()))?;
             if plan.status.is_terminal() {
-                return Ok(CancelOutcome { cancelled: false, fallback_child: None });
+                return Ok(CancelOutcome {
+                    cancelled: false,
+                    fallback_child: None,
+                });
             }
             let pid = plan.id.clone();
             if plan.awaiting_fallback {
@@ -1000,10 +1162,16 @@ impl Store for MemoryStore {
                 result.finished_at = now;
                 result.duration = now.saturating_sub(result.started_at);
                 st.end(&pid, result, now, fx);
-                return Ok(CancelOutcome { cancelled: true, fallback_child: child });
+                return Ok(CancelOutcome {
+                    cancelled: true,
+                    fallback_child: child,
+                });
             }
             st.finish(&pid, PlanStatus::Cancelled, "plan cancelled", now, fx);
-            Ok(CancelOutcome { cancelled: true, fallback_child: None })
+            Ok(CancelOutcome {
+                cancelled: true,
+                fallback_child: None,
+            })
         })
     }
 
@@ -1012,7 +1180,13 @@ impl Store for MemoryStore {
     }
 
     async fn result(&self, plan_id: &str) -> StoreResult<Option<PlanResult>> {
-        Ok(self.inner.state.lock().plans.get(plan_id).and_then(|p| p.result.clone()))
+        Ok(self
+            .inner
+            .state
+            .lock()
+            .plans
+            .get(plan_id)
+            .and_then(|p| p.result.clone()))
     }
 
     async fn wait_result(&self, plan_id: &str) -> StoreResult<PlanResult> {
@@ -1039,7 +1213,12 @@ impl Store for MemoryStore {
             .plans
             .get(plan_id)
             .ok_or_else(|| StoreError::PlanNotFound(plan_id.to_string()))?;
-        Ok(plan.events.iter().filter(|e| e.id > after).cloned().collect())
+        Ok(plan
+            .events
+            .iter()
+            .filter(|e| e.id > after)
+            .cloned()
+            .collect())
     }
 
     async fn dead_letters(&self) -> StoreResult<Vec<DeadLetter>> {
@@ -1050,7 +1229,8 @@ impl Store for MemoryStore {
         let mut st = self.inner.state.lock();
         let before = st.plans.len();
         st.plans.retain(|_, p| {
-            !(p.status.is_terminal() && p.result.as_ref().is_some_and(|r| r.finished_at < before_ms))
+            !(p.status.is_terminal()
+                && p.result.as_ref().is_some_and(|r| r.finished_at < before_ms))
         });
         Ok(before - st.plans.len())
     }

@@ -69,7 +69,10 @@ pub enum StepStatus {
 
 impl StepStatus {
     pub fn is_terminal(self) -> bool {
-        matches!(self, StepStatus::Succeeded | StepStatus::Failed | StepStatus::Skipped)
+        matches!(
+            self,
+            StepStatus::Succeeded | StepStatus::Failed | StepStatus::Skipped
+        )
     }
 }
 

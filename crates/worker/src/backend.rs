@@ -47,7 +47,8 @@ impl<S: Store> StepBackend<S> {
     /// Claims the next job, waiting for one as long as it takes. Store errors
     /// are logged and retried: a worker outlives a broken connection.
     fn claim_next(&self) -> BoxFuture<'static, Job> {
-        let (store, queues, worker) = (self.store.clone(), self.queues.clone(), self.worker.clone());
+        let (store, queues, worker) =
+            (self.store.clone(), self.queues.clone(), self.worker.clone());
         let (lease_ms, idle) = (self.lease_ms, self.idle_wait_ms);
         async move {
             loop {

@@ -12,7 +12,8 @@ use baton_agents::{AgentCall, AgentError, EventSink, Registry};
 use baton_store::{EventKind, Job, NewEvent, Store};
 use futures::FutureExt;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::{mpsc, oneshot};
 
 /// Shared by every step a worker runs.
 pub struct StepRunner<S> {
@@ -21,17 +22,31 @@ pub struct StepRunner<S> {
     lease_ms: u64,
     /// Agent events go through one ordered channel to the store, so an agent
     /// emitting from synchronous code never waits on the store.
-    events: mpsc::UnboundedSender<NewEvent>,
+    events: mpsc::UnboundedSender<EventMsg>,
+}
+
+/// What the event forwarder receives.
+enum EventMsg {
+    Event(NewEvent),
+    /// Answered once every event sent before it is recorded.
+    Flush(oneshot::Sender<()>),
 }
 
 impl<S: Store> StepRunner<S> {
     pub fn new(store: S, registry: Arc<Registry>, lease_ms: u64) -> Self {
-        let (events, mut rx) = mpsc::unbounded_channel::<NewEvent>();
+        let (events, mut rx) = mpsc::unbounded_channel::<EventMsg>();
         let sink_store = store.clone();
         tokio::spawn(async move {
-            while let Some(e) = rx.recv().await {
-                if let Err(err) = sink_store.emit(e).await {
-                    tracing::warn!(error = %err, "could not record an agent event");
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    EventMsg::Event(e) => {
+                        if let Err(err) = sink_store.emit(e).await {
+                            tracing::warn!(error = %err, "could not record an agent event");
+                        }
+                    }
+                    EventMsg::Flush(done) => {
+                        let _ = done.send(());
+                    }
                 }
             }
         });
@@ -45,7 +60,12 @@ impl<S: Store> StepRunner<S> {
 
     /// Runs one attempt and records its outcome.
     pub async fn run(&self, job: Job) {
-        let outcome = self.attempt(&job).await;
+        let emitted = AtomicBool::new(false);
+        let outcome = self.attempt(&job, &emitted).await;
+        if emitted.load(Ordering::Relaxed) {
+            // The step's insights are recorded before its outcome.
+            self.flush_events().await;
+        }
         let key = &job.key;
         let recorded = match outcome {
             Attempt::Succeeded(data) => self.store.complete(key, data).await,
@@ -55,10 +75,17 @@ impl<S: Store> StepRunner<S> {
                 } else {
                     None
                 };
-                self.emit(&job, EventKind::AgentError, json!({
-                    "error": err.message,
-                    "retryable": err.retryable,
-                }));
+                let event = new_event(
+                    &job,
+                    EventKind::AgentError,
+                    json!({
+                        "error": err.message,
+                        "retryable": err.retryable,
+                    }),
+                );
+                if let Err(e) = self.store.emit(event).await {
+                    tracing::warn!(error = %e, "could not record an agent error");
+                }
                 self.store.fail(key, &err.message, retry).await
             }
             Attempt::Abandoned => return,
@@ -70,7 +97,7 @@ impl<S: Store> StepRunner<S> {
         }
     }
 
-    async fn attempt(&self, job: &Job) -> Attempt {
+    async fn attempt(&self, job: &Job, emitted: &AtomicBool) -> Attempt {
         let Some(agent_id) = job.spec.agent_id() else {
             // Joins complete inside the store; a join here is a store bug,
             // reported rather than silently completed.
@@ -81,7 +108,11 @@ impl<S: Store> StepRunner<S> {
                 "agent '{agent_id}' is not available on this worker"
             )));
         };
-        let sink = StepEvents { job, tx: &self.events };
+        let sink = StepEvents {
+            job,
+            tx: &self.events,
+            emitted,
+        };
         let call = AgentCall {
             plan_id: &job.key.plan_id,
             step_id: &job.spec.id,
@@ -125,8 +156,11 @@ impl<S: Store> StepRunner<S> {
         }
     }
 
-    fn emit(&self, job: &Job, kind: EventKind, data: Value) {
-        let _ = self.events.send(new_event(job, kind, data));
+    async fn flush_events(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.events.send(EventMsg::Flush(done)).is_ok() {
+            let _ = flushed.await;
+        }
     }
 }
 
@@ -150,13 +184,19 @@ fn new_event(job: &Job, kind: EventKind, data: Value) -> NewEvent {
 
 struct StepEvents<'a> {
     job: &'a Job,
-    tx: &'a mpsc::UnboundedSender<NewEvent>,
+    tx: &'a mpsc::UnboundedSender<EventMsg>,
+    emitted: &'a AtomicBool,
 }
 
 impl EventSink for StepEvents<'_> {
     fn insight(&self, kind: &str, data: Value) {
         let data = json!({ "type": kind, "data": data });
-        let _ = self.tx.send(new_event(self.job, EventKind::AgentInsight, data));
+        self.emitted.store(true, Ordering::Relaxed);
+        let _ = self.tx.send(EventMsg::Event(new_event(
+            self.job,
+            EventKind::AgentInsight,
+            data,
+        )));
     }
 }
 
@@ -172,7 +212,10 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 /// a task of its own so that a worker's steps spread over every core (what
 /// apalis's `parallelize` does; spawning here keeps the handler's future
 /// free of the higher-ranked closure types rustc cannot prove `Send`).
-pub async fn run_step<S: Store>(job: Job, runner: Data<Arc<StepRunner<S>>>) -> Result<(), BoxDynError> {
+pub async fn run_step<S: Store>(
+    job: Job,
+    runner: Data<Arc<StepRunner<S>>>,
+) -> Result<(), BoxDynError> {
     let runner = Arc::clone(&runner);
     tokio::spawn(async move { runner.run(job).await }).await?;
     Ok(())
