@@ -22,6 +22,10 @@ use baton_plan::{Limits, ValidPlan};
 use baton_store::Store;
 use tokio::sync::Semaphore;
 
+// The same allocator as the `baton` binary.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CONCURRENCY: usize = 256;
 
 fn main() {
@@ -85,8 +89,12 @@ fn fanout(n: usize) -> ValidPlan {
 }
 
 fn engine() -> Engine<MemoryStore> {
+    let workers = std::env::var("BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
     let cfg = EngineConfig {
-        workers: 2,
+        workers,
         concurrency: CONCURRENCY,
         coordinator: CoordinatorConfig {
             retention_ms: 0,

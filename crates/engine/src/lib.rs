@@ -114,7 +114,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// Submits plan JSON and waits for the plan to end.
-    pub async fn run_text(&self, text: &str) -> Result<PlanResult, RunError> {
+    pub async fn run_text(&self, text: &str) -> Result<Arc<PlanResult>, RunError> {
         match self.submit_text(text).await? {
             Submission::Accepted { id, .. } => Ok(self.store.wait_result(&id).await?),
             Submission::Rejected { errors, .. } => Err(RunError::Invalid(errors)),

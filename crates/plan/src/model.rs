@@ -4,6 +4,8 @@
 //! Wire numbers are signed so that a negative value is reported by validation
 //! with its path and a readable reason instead of a serde type error.
 
+use std::sync::Arc;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -139,16 +141,20 @@ impl RetryPolicy {
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum StepKind {
     /// Call `action` on agent `agent_id`.
-    Agent { agent_id: String, action: String },
+    Agent {
+        agent_id: Arc<str>,
+        action: Arc<str>,
+    },
     /// Gather the dependencies' results; no agent involved.
     Join,
 }
 
 /// A checked step. Dependencies are indices into [`ValidPlan::steps`].
+/// Ids are shared strings: events and results name steps without copying.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ValidStep {
-    pub id: String,
+    pub id: Arc<str>,
     pub kind: StepKind,
     pub input: Value,
     pub dependencies: Vec<usize>,
@@ -160,6 +166,11 @@ pub struct ValidStep {
 
 impl ValidStep {
     pub fn agent_id(&self) -> Option<&str> {
+        self.shared_agent_id().map(|a| &**a)
+    }
+
+    /// The agent id as a shared string (for events, without copying).
+    pub fn shared_agent_id(&self) -> Option<&Arc<str>> {
         match &self.kind {
             StepKind::Agent { agent_id, .. } => Some(agent_id),
             StepKind::Join => None,
@@ -180,7 +191,8 @@ impl ValidStep {
 #[serde(rename_all = "camelCase")]
 pub struct ValidPlan {
     pub id: Option<String>,
-    pub steps: Vec<ValidStep>,
+    /// Shared, so that storing or copying a plan does not copy its steps.
+    pub steps: Vec<Arc<ValidStep>>,
     pub parallel: bool,
     pub timeout_ms: Option<u64>,
     pub fail_fast: bool,
@@ -190,7 +202,7 @@ pub struct ValidPlan {
 impl ValidPlan {
     /// Index of the step with this id.
     pub fn step_index(&self, id: &str) -> Option<usize> {
-        self.steps.iter().position(|s| s.id == id)
+        self.steps.iter().position(|s| &*s.id == id)
     }
 
     /// Depth of the fallback chain below this plan (0 when there is none).

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -355,15 +356,16 @@ fn check_plan_value(
     if valid_steps.len() != raw_steps.len() {
         return None;
     }
-    for (i, s) in valid_steps.clone().iter().enumerate() {
-        for &d in &s.dependencies {
+    for i in 0..valid_steps.len() {
+        for j in 0..valid_steps[i].dependencies.len() {
+            let d = valid_steps[i].dependencies[j];
             valid_steps[d].dependents.push(i);
         }
     }
 
     Some(ValidPlan {
         id: header.id,
-        steps: valid_steps,
+        steps: valid_steps.into_iter().map(Arc::new).collect(),
         parallel: header.parallel,
         timeout_ms,
         fail_fast: header.fail_fast,
@@ -409,8 +411,8 @@ fn check_step(
                 ),
             }
             StepKind::Agent {
-                agent_id: agent_id.clone(),
-                action: action.clone(),
+                agent_id: Arc::from(agent_id.as_str()),
+                action: Arc::from(action.as_str()),
             }
         }
         (None, None) => StepKind::Join,
@@ -511,7 +513,7 @@ fn check_step(
         .and_then(|t| check_ms(t, 1, limits.max_timeout_ms, &format!("{sp}.timeout"), errs));
 
     (errs.len() == before).then(|| ValidStep {
-        id: step.id.clone(),
+        id: Arc::from(step.id.as_str()),
         kind,
         input: step.input.clone(),
         dependencies,

@@ -1012,7 +1012,7 @@ fn fallback_nesting_at_the_limit_is_accepted() {
     assert_eq!(plan.fallback_depth(), depth);
     let mut level = &plan;
     for i in 0..=depth {
-        assert_eq!(level.steps[0].id, format!("level{i}"));
+        assert_eq!(&*level.steps[0].id, format!("level{i}"));
         if let Some(next) = &level.fallback {
             level = next;
         }
@@ -1115,7 +1115,7 @@ fn null_fallback_means_none_and_fallback_ids_are_separate() {
         "fallbackPlan",
         plan_of(vec![noop("a")]),
     ));
-    assert_eq!(plan.fallback.as_ref().unwrap().steps[0].id, "a");
+    assert_eq!(&*plan.fallback.as_ref().unwrap().steps[0].id, "a");
     let cross = with(
         plan_of(vec![noop("a")]),
         "fallbackPlan",
@@ -1326,7 +1326,7 @@ fn seed_plan_parses_into_its_checked_form() {
     assert_eq!(plan.step_index("missing"), None);
 
     let learning = &plan.steps[0];
-    assert_eq!(learning.id, "init_learning");
+    assert_eq!(&*learning.id, "init_learning");
     assert_eq!(
         learning.kind,
         StepKind::Agent {

@@ -10,6 +10,7 @@ mod memory;
 mod model;
 
 use std::future::Future;
+use std::sync::Arc;
 
 pub use memory::MemoryStore;
 pub use model::*;
@@ -142,11 +143,16 @@ pub trait Store: Clone + Send + Sync + Unpin + 'static {
         -> impl Future<Output = StoreResult<Option<PlanStatus>>> + Send;
 
     /// The result of an ended plan.
-    fn result(&self, plan_id: &str)
-        -> impl Future<Output = StoreResult<Option<PlanResult>>> + Send;
+    fn result(
+        &self,
+        plan_id: &str,
+    ) -> impl Future<Output = StoreResult<Option<Arc<PlanResult>>>> + Send;
 
     /// Waits until the plan ends and returns its result.
-    fn wait_result(&self, plan_id: &str) -> impl Future<Output = StoreResult<PlanResult>> + Send;
+    fn wait_result(
+        &self,
+        plan_id: &str,
+    ) -> impl Future<Output = StoreResult<Arc<PlanResult>>> + Send;
 
     /// A plan's events with id greater than `after`, oldest first.
     fn events(

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_plan::{PlanErrors, StepKind, ValidPlan, ValidStep};
+use indexmap::IndexMap;
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 use tokio::sync::{broadcast, oneshot, Notify};
@@ -88,16 +89,13 @@ struct EventLog {
 struct Effects {
     wake_work: bool,
     wake_lifecycle: bool,
-    finished: Vec<(Vec<oneshot::Sender<PlanResult>>, PlanResult)>,
+    finished: Vec<(Vec<oneshot::Sender<Arc<PlanResult>>>, Arc<PlanResult>)>,
 }
 
 struct PlanRec {
     id: Arc<str>,
     spec: ValidPlan,
     steps: Vec<StepRec>,
-    specs: Vec<Arc<ValidStep>>,
-    step_ids: Vec<Arc<str>>,
-    agent_ids: Vec<Option<Arc<str>>>,
     queues: Vec<Option<Arc<str>>>,
     status: PlanStatus,
     /// Steps not yet in a terminal state.
@@ -111,9 +109,9 @@ struct PlanRec {
     awaiting_fallback: bool,
     fallback_child: Option<Arc<str>>,
     primary: Option<PlanResult>,
-    result: Option<PlanResult>,
+    result: Option<Arc<PlanResult>>,
     events: Vec<Event>,
-    waiters: Vec<oneshot::Sender<PlanResult>>,
+    waiters: Vec<oneshot::Sender<Arc<PlanResult>>>,
 }
 
 #[derive(Clone)]
@@ -207,10 +205,10 @@ impl EventLog {
         now: u64,
     ) {
         let (step_id, agent_id) = match step {
-            Some(i) => (
-                Some(plan.step_ids[i as usize].clone()),
-                plan.agent_ids[i as usize].clone(),
-            ),
+            Some(i) => {
+                let spec = &plan.spec.steps[i as usize];
+                (Some(spec.id.clone()), spec.shared_agent_id().cloned())
+            }
             None => (None, None),
         };
         self.record(
@@ -264,17 +262,13 @@ impl PlanRec {
                 lease_until: 0,
             })
             .collect();
-        let specs: Vec<Arc<ValidStep>> = p.plan.steps.iter().cloned().map(Arc::new).collect();
         PlanRec {
             id: Arc::from(p.id.as_str()),
-            step_ids: specs.iter().map(|s| Arc::from(s.id.as_str())).collect(),
-            agent_ids: specs.iter().map(|s| s.agent_id().map(Arc::from)).collect(),
             queues: p
                 .queues
                 .iter()
                 .map(|q| q.as_deref().map(Arc::from))
                 .collect(),
-            specs,
             steps,
             status: PlanStatus::Running,
             remaining: n,
@@ -287,7 +281,8 @@ impl PlanRec {
             fallback_child: None,
             primary: None,
             result: None,
-            events: Vec::new(),
+            // Every step starts and ends, plus the plan's own events.
+            events: Vec::with_capacity(2 * n + 4),
             waiters: Vec::new(),
             spec: p.plan,
         }
@@ -306,13 +301,17 @@ impl PlanRec {
                 .is_some_and(|s| s.status == StepStatus::Running && s.attempts == key.attempt)
     }
 
+    fn spec(&self, step: usize) -> &Arc<ValidStep> {
+        &self.spec.steps[step]
+    }
+
     fn dependency_results(&self, step: usize) -> Map<String, Value> {
-        self.specs[step]
+        self.spec(step)
             .dependencies
             .iter()
             .map(|&d| {
                 let data = self.steps[d].data.clone().unwrap_or(Value::Null);
-                (self.specs[d].id.clone(), data)
+                (self.spec(d).id.to_string(), data)
             })
             .collect()
     }
@@ -324,16 +323,16 @@ impl PlanRec {
                 step: step as u32,
                 attempt: self.steps[step].attempts,
             },
-            spec: self.specs[step].clone(),
+            spec: self.spec(step).clone(),
             dependencies: self.dependency_results(step),
             lease_until: self.steps[step].lease_until,
         }
     }
 
     fn build_result(&self, status: PlanStatus, now: u64) -> PlanResult {
-        let mut results = Map::new();
-        let mut errors = Map::new();
-        for (spec, st) in self.specs.iter().zip(&self.steps) {
+        let mut results = IndexMap::with_capacity(self.steps.len());
+        let mut errors = IndexMap::new();
+        for (spec, st) in self.spec.steps.iter().zip(&self.steps) {
             let duration = match (st.first_started, st.finished) {
                 (Some(a), Some(b)) => b.saturating_sub(a),
                 _ => 0,
@@ -347,12 +346,9 @@ impl PlanRec {
                 duration,
             };
             if let Some(e) = &st.error {
-                errors.insert(spec.id.clone(), Value::String(e.clone()));
+                errors.insert(spec.id.clone(), e.clone());
             }
-            results.insert(
-                spec.id.clone(),
-                serde_json::to_value(r).expect("a step result serialises"),
-            );
+            results.insert(spec.id.clone(), r);
         }
         PlanResult {
             plan_id: self.id.to_string(),
@@ -387,7 +383,7 @@ impl State {
         if plan.steps[step].status != StepStatus::Pending {
             return None;
         }
-        match plan.specs[step].kind {
+        match plan.spec(step).kind {
             StepKind::Join => {
                 let st = &mut plan.steps[step];
                 st.status = StepStatus::Running;
@@ -441,8 +437,8 @@ impl State {
         );
         let mut ready = Vec::new();
         let parallel = plan.spec.parallel;
-        let PlanRec { specs, steps, .. } = plan;
-        for &d in &specs[step].dependents {
+        let PlanRec { spec, steps, .. } = plan;
+        for &d in &spec.steps[step].dependents {
             let dep = &mut steps[d];
             dep.deps_left -= 1;
             if dep.deps_left == 0 && dep.status == StepStatus::Pending && parallel {
@@ -499,10 +495,10 @@ impl State {
         st.finished = Some(now);
         let attempts = st.attempts;
         plan.remaining -= 1;
-        let spec = &plan.specs[step];
+        let spec = plan.spec(step);
         self.dead.push(DeadLetter {
             plan_id: pid.to_string(),
-            step_id: spec.id.clone(),
+            step_id: spec.id.to_string(),
             agent_id: spec.agent_id().map(str::to_string),
             action: spec.action().map(str::to_string),
             error: error.to_string(),
@@ -518,7 +514,8 @@ impl State {
             now,
         );
         // Skip every step that needs this one, transitively.
-        let mut stack: Vec<(usize, usize)> = plan.specs[step]
+        let mut stack: Vec<(usize, usize)> = plan
+            .spec(step)
             .dependents
             .iter()
             .map(|&d| (d, step))
@@ -530,7 +527,7 @@ impl State {
             plan.steps[d].status = StepStatus::Skipped;
             plan.steps[d].finished = Some(now);
             plan.remaining -= 1;
-            let reason = format!("dependency '{}' did not succeed", plan.specs[because].id);
+            let reason = format!("dependency '{}' did not succeed", plan.spec(because).id);
             self.log.push(
                 plan,
                 EventKind::StepSkipped,
@@ -539,12 +536,12 @@ impl State {
                 json!({ "reason": reason }),
                 now,
             );
-            stack.extend(plan.specs[d].dependents.iter().map(|&x| (x, d)));
+            stack.extend(plan.spec(d).dependents.iter().map(|&x| (x, d)));
         }
         if plan.spec.fail_fast {
             let reason = format!(
                 "step '{}' failed and the plan is failFast",
-                plan.specs[step].id
+                plan.spec(step).id
             );
             self.finish(pid, PlanStatus::Failed, &reason, now, fx);
         } else {
@@ -654,8 +651,11 @@ impl State {
             data,
             now,
         );
-        fx.finished
-            .push((std::mem::take(&mut plan.waiters), result.clone()));
+        let result = Arc::new(result);
+        let waiters = std::mem::take(&mut plan.waiters);
+        if !waiters.is_empty() {
+            fx.finished.push((waiters, result.clone()));
+        }
         plan.result = Some(result);
         if let Some(parent) = plan.parent.clone() {
             self.lifecycle.push_back(LifecycleItem::FallbackEnded {
@@ -774,6 +774,7 @@ impl Store for MemoryStore {
             plan.status = PlanStatus::Rejected;
             st.log
                 .push(plan, EventKind::PlanRejected, None, None, data, now);
+            let result = Arc::new(result);
             fx.finished
                 .push((std::mem::take(&mut plan.waiters), result.clone()));
             plan.result = Some(result);
@@ -1128,7 +1129,7 @@ impl Store for MemoryStore {
             result.fallback_used = true;
             result.finished_at = now;
             result.duration = now.saturating_sub(result.started_at);
-            result.fallback = Some(Box::new(child));
+            result.fallback = Some(child);
             let pid = plan.id.clone();
             st.end(&pid, result, now, fx);
             Ok(true)
@@ -1179,7 +1180,7 @@ impl Store for MemoryStore {
         Ok(self.inner.state.lock().plans.get(plan_id).map(|p| p.status))
     }
 
-    async fn result(&self, plan_id: &str) -> StoreResult<Option<PlanResult>> {
+    async fn result(&self, plan_id: &str) -> StoreResult<Option<Arc<PlanResult>>> {
         Ok(self
             .inner
             .state
@@ -1189,7 +1190,7 @@ impl Store for MemoryStore {
             .and_then(|p| p.result.clone()))
     }
 
-    async fn wait_result(&self, plan_id: &str) -> StoreResult<PlanResult> {
+    async fn wait_result(&self, plan_id: &str) -> StoreResult<Arc<PlanResult>> {
         let rx = {
             let mut st = self.inner.state.lock();
             let plan = st

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use baton_plan::{RetryPolicy, ValidPlan, ValidStep};
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -270,10 +271,11 @@ pub struct PlanResult {
     pub success: bool,
     /// Milliseconds from start to end (the fallback's run included).
     pub duration: u64,
-    pub results: Map<String, Value>,
+    /// Outcome of each step, by step id, in listed order.
+    pub results: IndexMap<Arc<str>, StepResult>,
     /// Error message by step id, absent when no step failed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub errors: Option<Map<String, Value>>,
+    pub errors: Option<IndexMap<Arc<str>, String>>,
     pub submitted_at: u64,
     pub started_at: u64,
     pub finished_at: u64,
@@ -283,7 +285,7 @@ pub struct PlanResult {
     pub primary_status: Option<PlanStatus>,
     /// The fallback plan's full result.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fallback: Option<Box<PlanResult>>,
+    pub fallback: Option<Arc<PlanResult>>,
     /// Validation errors of a rejected plan.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejection: Option<baton_plan::PlanErrors>,

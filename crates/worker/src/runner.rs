@@ -175,8 +175,8 @@ fn new_event(job: &Job, kind: EventKind, data: Value) -> NewEvent {
     NewEvent {
         kind,
         plan_id: job.key.plan_id.clone(),
-        step_id: Some(Arc::from(job.spec.id.as_str())),
-        agent_id: job.spec.agent_id().map(Arc::from),
+        step_id: Some(job.spec.id.clone()),
+        agent_id: job.spec.shared_agent_id().cloned(),
         attempt: Some(job.key.attempt),
         data,
     }
