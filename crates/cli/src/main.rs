@@ -14,11 +14,6 @@ use baton_plan::{Limits, PlanDoc};
 use baton_store::{PlanStatus, Store};
 use clap::{Parser, Subcommand};
 
-// Step churn allocates many small objects; mimalloc does this faster than
-// glibc's malloc (measured in the embedded benchmark).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit code of a plan that failed, timed out or was cancelled.
 const EXIT_FAILED: u8 = 1;
 /// Exit code of an invalid plan.

@@ -45,7 +45,7 @@ impl Watcher {
         let task = tokio::spawn(async move {
             let mut counts = Counts::default();
             // Events before `follow` names the plan are kept and replayed.
-            let mut early: Vec<Event> = Vec::new();
+            let mut early: Vec<Arc<Event>> = Vec::new();
             let mut stopping = false;
             loop {
                 let event = if stopping {

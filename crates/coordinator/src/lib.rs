@@ -81,6 +81,7 @@ impl<S: Store> Coordinator<S> {
                 .store
                 .purge_ended(now.saturating_sub(self.cfg.retention_ms))
                 .await?;
+
             if purged > 0 {
                 tracing::debug!(purged, "ended plans deleted");
             }

@@ -9,6 +9,7 @@
 //! from the semantics); upper bounds are loose, for a shared machine.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton_agents::Registry;
@@ -63,7 +64,10 @@ async fn events(engine: &Engine<MemoryStore>, id: &str) -> Vec<Event> {
 }
 
 /// Waits for the first live event matching `pred`.
-async fn next_event(rx: &mut broadcast::Receiver<Event>, pred: impl Fn(&Event) -> bool) -> Event {
+async fn next_event(
+    rx: &mut broadcast::Receiver<Arc<Event>>,
+    pred: impl Fn(&Event) -> bool,
+) -> Arc<Event> {
     tokio::time::timeout(PATIENCE, async {
         loop {
             match rx.recv().await {
@@ -1011,6 +1015,7 @@ async fn events_of_a_two_step_chain_in_order() {
         let ev = next_event(&mut rx, |ev| &*ev.plan_id == id).await;
         live.push(ev);
     }
+    let live: Vec<Event> = live.iter().map(|e| (**e).clone()).collect();
     assert_eq!(live, evs);
     // The event log after a given id is the tail.
     let tail = e.store().events(id, evs[3].id).await.unwrap();

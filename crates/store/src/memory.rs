@@ -50,24 +50,29 @@ struct Inner {
     work: Notify,
     /// Woken when lifecycle work is queued.
     lifecycle: Notify,
-    live: broadcast::Sender<Event>,
+    live: broadcast::Sender<Arc<Event>>,
 }
 
 #[derive(Default)]
 struct State {
-    plans: HashMap<Arc<str>, PlanRec>,
+    /// Boxed, so that growing the table moves pointers, not records (a
+    /// rehash of 50k inline records held the lock for 60 ms). foldhash is
+    /// randomly seeded, so user-chosen plan ids cannot force collisions.
+    plans: HashMap<Arc<str>, Box<PlanRec>, foldhash::fast::RandomState>,
     sched: Sched,
     log: EventLog,
     lifecycle: VecDeque<LifecycleItem>,
     lifecycle_taken: Vec<LifecycleItem>,
     dead: Vec<DeadLetter>,
+    /// Ended plans in the order they ended, for retention.
+    ended: VecDeque<(u64, Arc<str>)>,
 }
 
 type StepRef = (Arc<str>, u32);
 
 #[derive(Default)]
 struct Sched {
-    queues: HashMap<Arc<str>, VecDeque<StepRef>>,
+    queues: HashMap<Arc<str>, VecDeque<StepRef>, foldhash::fast::RandomState>,
     /// (due, sequence) -> (plan, step, attempt that failed)
     scheduled: BTreeMap<(u64, u64), (Arc<str>, u32, u32)>,
     /// (lease end, plan, step, attempt)
@@ -76,12 +81,24 @@ struct Sched {
     seq: u64,
 }
 
+impl Sched {
+    /// Forgets the lease of a step leaving `Running`, so the lease index
+    /// holds only running jobs.
+    fn release_lease(&mut self, plan: &PlanRec, step: usize) {
+        let st = &plan.steps[step];
+        if st.status == StepStatus::Running {
+            self.leases
+                .remove(&(st.lease_until, plan.id.clone(), step as u32, st.attempts));
+        }
+    }
+}
+
 #[derive(Default)]
 struct EventLog {
     seq: u64,
-    ring: VecDeque<Event>,
+    ring: VecDeque<Arc<Event>>,
     cap: usize,
-    live: Option<broadcast::Sender<Event>>,
+    live: Option<broadcast::Sender<Arc<Event>>>,
 }
 
 /// What a transition asks for once the lock is released.
@@ -110,7 +127,9 @@ struct PlanRec {
     fallback_child: Option<Arc<str>>,
     primary: Option<PlanResult>,
     result: Option<Arc<PlanResult>>,
-    events: Vec<Event>,
+    /// Shared with the global ring and live subscribers: one allocation
+    /// per event, however many places hold it.
+    events: Vec<Arc<Event>>,
     waiters: Vec<oneshot::Sender<Arc<PlanResult>>>,
 }
 
@@ -152,13 +171,20 @@ impl MemoryStore {
     }
 
     /// Live events of every plan, from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.inner.live.subscribe()
     }
 
     /// The newest events of all plans (the capped global stream), oldest first.
     pub fn global_events(&self) -> Vec<Event> {
-        self.inner.state.lock().log.ring.iter().cloned().collect()
+        self.inner
+            .state
+            .lock()
+            .log
+            .ring
+            .iter()
+            .map(|e| (**e).clone())
+            .collect()
     }
 
     /// Number of plans held (ended ones included until purged).
@@ -226,9 +252,10 @@ impl EventLog {
         );
     }
 
-    fn record(&mut self, plan_events: &mut Vec<Event>, mut event: Event) {
+    fn record(&mut self, plan_events: &mut Vec<Arc<Event>>, mut event: Event) {
         self.seq += 1;
         event.id = self.seq;
+        let event = Arc::new(event);
         if self.cap > 0 {
             if self.ring.len() >= self.cap {
                 self.ring.pop_front();
@@ -437,7 +464,7 @@ impl State {
         );
         let mut ready = Vec::new();
         let parallel = plan.spec.parallel;
-        let PlanRec { spec, steps, .. } = plan;
+        let PlanRec { spec, steps, .. } = &mut **plan;
         for &d in &spec.steps[step].dependents {
             let dep = &mut steps[d];
             dep.deps_left -= 1;
@@ -602,6 +629,7 @@ impl State {
                 continue;
             }
             let was_running = plan.steps[i].status == StepStatus::Running;
+            self.sched.release_lease(plan, i);
             let st = &mut plan.steps[i];
             st.status = StepStatus::Skipped;
             st.finished = Some(now);
@@ -618,6 +646,9 @@ impl State {
             );
         }
         plan.remaining = 0;
+        if let Some(d) = plan.deadline {
+            self.sched.deadlines.remove(&(d, pid.clone()));
+        }
         let wants_fallback = plan.spec.fallback.is_some()
             && matches!(status, PlanStatus::Failed | PlanStatus::TimedOut);
         if wants_fallback {
@@ -657,6 +688,7 @@ impl State {
             fx.finished.push((waiters, result.clone()));
         }
         plan.result = Some(result);
+        self.ended.push_back((now, pid.clone()));
         if let Some(parent) = plan.parent.clone() {
             self.lifecycle.push_back(LifecycleItem::FallbackEnded {
                 parent_id: parent.to_string(),
@@ -727,7 +759,7 @@ impl Store for MemoryStore {
             } else {
                 Vec::new()
             };
-            st.plans.insert(pid.clone(), rec);
+            st.plans.insert(pid.clone(), Box::new(rec));
             st.drive(&pid, roots, now, fx);
             Ok(true)
         })
@@ -769,7 +801,7 @@ impl Store for MemoryStore {
                 Value::Null,
                 now,
             );
-            st.plans.insert(pid.clone(), rec);
+            st.plans.insert(pid.clone(), Box::new(rec));
             let plan = st.plans.get_mut(&pid).expect("just inserted");
             plan.status = PlanStatus::Rejected;
             st.log
@@ -778,6 +810,7 @@ impl Store for MemoryStore {
             fx.finished
                 .push((std::mem::take(&mut plan.waiters), result.clone()));
             plan.result = Some(result);
+            st.ended.push_back((now, pid));
             Ok(true)
         })
     }
@@ -875,6 +908,7 @@ impl Store for MemoryStore {
             if !plan.holds(job) {
                 return false;
             }
+            st.sched.release_lease(plan, job.step as usize);
             let s = &mut plan.steps[job.step as usize];
             s.lease_until = now + lease_ms;
             st.sched
@@ -893,6 +927,7 @@ impl Store for MemoryStore {
             if !plan.holds(job) {
                 return Ack::Stale;
             }
+            st.sched.release_lease(plan, job.step as usize);
             let pid = plan.id.clone();
             st.succeed(&pid, job.step as usize, data, now, fx);
             Ack::Recorded {
@@ -912,6 +947,7 @@ impl Store for MemoryStore {
             }
             let pid = plan.id.clone();
             let i = job.step as usize;
+            st.sched.release_lease(plan, i);
             let will_retry = retry_in_ms.is_some();
             st.log.push(
                 plan,
@@ -1218,7 +1254,7 @@ impl Store for MemoryStore {
             .events
             .iter()
             .filter(|e| e.id > after)
-            .cloned()
+            .map(|e| (**e).clone())
             .collect())
     }
 
@@ -1227,12 +1263,33 @@ impl Store for MemoryStore {
     }
 
     async fn purge_ended(&self, before_ms: u64) -> StoreResult<usize> {
-        let mut st = self.inner.state.lock();
-        let before = st.plans.len();
-        st.plans.retain(|_, p| {
-            !(p.status.is_terminal()
-                && p.result.as_ref().is_some_and(|r| r.finished_at < before_ms))
-        });
-        Ok(before - st.plans.len())
+        // In small batches, dropping the records after the lock is released:
+        // a purge of many plans never stalls the workers for long.
+        const BATCH: usize = 256;
+        let mut purged = 0;
+        loop {
+            let mut removed = Vec::with_capacity(BATCH);
+            let more = {
+                let mut st = self.inner.state.lock();
+                while removed.len() < BATCH {
+                    match st.ended.front() {
+                        Some((at, _)) if *at < before_ms => {
+                            let (_, pid) = st.ended.pop_front().expect("peeked");
+                            if let Some(p) = st.plans.remove(&pid) {
+                                removed.push(p);
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+                removed.len() == BATCH
+            };
+            purged += removed.len();
+            drop(removed);
+            if !more {
+                return Ok(purged);
+            }
+            tokio::task::yield_now().await;
+        }
     }
 }

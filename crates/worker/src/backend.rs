@@ -52,6 +52,12 @@ impl<S: Store> StepBackend<S> {
         let (lease_ms, idle) = (self.lease_ms, self.idle_wait_ms);
         async move {
             loop {
+                // A store that always has work answers without ever returning
+                // Pending, and apalis's loop would then never yield: tasks
+                // woken on this thread (result waiters, the coordinator)
+                // would starve. Spending tokio's cooperative budget makes
+                // the worker yield every so often.
+                tokio::task::consume_budget().await;
                 match store.claim(&queues, &worker, lease_ms).await {
                     Ok(Some(job)) => return job,
                     Ok(None) => store.wait_for_work(&queues, idle).await,

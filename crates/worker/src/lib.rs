@@ -42,7 +42,7 @@ impl WorkerConfig {
             queues,
             concurrency: 64,
             lease_ms: 10_000,
-            idle_wait_ms: 1_000,
+            idle_wait_ms: 50,
         }
     }
 }

@@ -216,7 +216,6 @@ pub async fn run_step<S: Store>(
     job: Job,
     runner: Data<Arc<StepRunner<S>>>,
 ) -> Result<(), BoxDynError> {
-    let runner = Arc::clone(&runner);
-    tokio::spawn(async move { runner.run(job).await }).await?;
+    runner.run(job).await;
     Ok(())
 }
