@@ -7,7 +7,10 @@
 mod registry;
 pub mod system;
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 pub use registry::Registry;
@@ -19,11 +22,55 @@ pub struct AgentCall<'a> {
     pub action: &'a str,
     pub input: &'a Value,
     /// Results of the step's dependencies, by step id.
-    pub dependencies: &'a Map<String, Value>,
+    pub dependencies: Dependencies<'a>,
     /// 1 on the first attempt; counted durably by the store.
     pub attempt: u32,
     /// Where the agent reports insights while it works.
     pub events: &'a dyn EventSink,
+}
+
+/// The results of a step's dependencies, in the order they are listed.
+/// A borrowed view: building a JSON map costs only an agent that wants one.
+#[derive(Clone, Copy, Debug)]
+pub struct Dependencies<'a>(pub &'a [(Arc<str>, Value)]);
+
+impl<'a> Dependencies<'a> {
+    /// The result of dependency `step_id`.
+    pub fn get(&self, step_id: &str) -> Option<&'a Value> {
+        self.0
+            .iter()
+            .find(|(id, _)| &**id == step_id)
+            .map(|(_, v)| v)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a Value)> {
+        self.0.iter().map(|(id, v)| (&**id, v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The results as a JSON object keyed by step id.
+    pub fn to_map(&self) -> Map<String, Value> {
+        self.iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+}
+
+impl Serialize for Dependencies<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(&**k, v)?;
+        }
+        map.end()
+    }
 }
 
 /// Receives what an agent wants the world to know while a step runs; each

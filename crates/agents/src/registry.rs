@@ -12,6 +12,7 @@ use crate::{system::SystemAgent, Agent};
 #[derive(Clone, Default)]
 pub struct Registry {
     agents: BTreeMap<String, Arc<dyn Agent>>,
+    queue_names: BTreeMap<String, Arc<str>>,
 }
 
 impl Registry {
@@ -29,6 +30,8 @@ impl Registry {
 
     /// Adds (or replaces) an agent under its id.
     pub fn register(&mut self, agent: Arc<dyn Agent>) {
+        self.queue_names
+            .insert(agent.id().to_string(), Arc::from(agent.queue()));
         self.agents.insert(agent.id().to_string(), agent);
     }
 
@@ -36,9 +39,10 @@ impl Registry {
         self.agents.get(id)
     }
 
-    /// The queue serving steps of this agent.
-    pub fn queue_of(&self, id: &str) -> Option<&str> {
-        self.agents.get(id).map(|a| a.queue())
+    /// The queue serving steps of this agent, as a shared string (every
+    /// step of every plan names its queue without a copy).
+    pub fn queue_of(&self, id: &str) -> Option<Arc<str>> {
+        self.queue_names.get(id).cloned()
     }
 
     /// Every queue some registered agent routes to.

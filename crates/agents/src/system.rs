@@ -144,16 +144,15 @@ fn fail(call: &AgentCall<'_>) -> Result<Value, AgentError> {
 mod tests {
     use super::*;
     use crate::NoEvents;
-    use serde_json::Map;
 
     fn run(action: &str, input: Value, attempt: u32) -> Result<Value, AgentError> {
-        let deps: Map<String, Value> = [("a".to_string(), json!(1))].into_iter().collect();
+        let deps = [(std::sync::Arc::from("a"), json!(1))];
         let call = AgentCall {
             plan_id: "p",
             step_id: "s",
             action,
             input: &input,
-            dependencies: &deps,
+            dependencies: crate::Dependencies(&deps),
             attempt,
             events: &NoEvents,
         };

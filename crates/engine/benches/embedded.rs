@@ -28,40 +28,47 @@ const CONCURRENCY: usize = 256;
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let plans = if quick { 5_000 } else { 100_000 };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    println!(
+        "baton embedded benchmark ({} cores, {plans} plans per workload, 2000 in flight)",
+        num_cpus()
+    );
+    // The runtime `baton run` uses: everything on one thread.
+    let one = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("-- one-thread runtime (as `baton run`)");
+    one.block_on(bench(quick, plans));
+    drop(one);
+    // Both cores. The benchmark runs as a task of the runtime, so that
+    // submitting and awaiting plans happens on its two worker threads rather
+    // than on a third thread competing for the two cores.
+    let two = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    // The whole benchmark runs as a task of the runtime, so that submitting
-    // and awaiting plans happens on its two worker threads rather than on a
-    // third thread competing for the two cores.
-    rt.block_on(async { tokio::spawn(bench(quick, plans)).await })
+    println!("-- two-thread runtime");
+    two.block_on(async { tokio::spawn(bench(quick, plans)).await })
         .expect("benchmark task");
 }
 
 async fn bench(quick: bool, plans: usize) {
-    {
+    let base = baseline(plans * 5).await;
+    println!("baseline      apalis alone, noop jobs: {base:>10.0} jobs/s");
+    for (name, plan) in [("chain5", chain(5)), ("fanout3+join", fanout(3))] {
+        let r = load(&plan, plans, 2_000).await;
         println!(
-            "baton embedded benchmark ({} cores, {plans} plans per workload)",
-            num_cpus()
+            "{name:<13} {:>10.0} steps/s ({:.2}x baseline)  {:>8.0} plans/s  latency p50 {:>7.2} ms  p99 {:>7.2} ms",
+            r.steps_per_s,
+            r.steps_per_s / base,
+            r.plans_per_s,
+            r.p50_ms,
+            r.p99_ms
         );
-        let base = baseline(plans * 5).await;
-        println!("baseline  apalis alone, noop jobs: {:>10.0} jobs/s", base);
-        for (name, plan) in [("chain5", chain(5)), ("fanout3+join", fanout(3))] {
-            let r = load(&plan, plans, 2_000).await;
-            println!(
-                "{name:<13} {:>10.0} steps/s ({:.2}x baseline)  {:>8.0} plans/s  latency p50 {:>7.2} ms  p99 {:>7.2} ms",
-                r.steps_per_s,
-                r.steps_per_s / base,
-                r.plans_per_s,
-                r.p50_ms,
-                r.p99_ms
-            );
-        }
-        let (p50, p99) = unloaded(&chain(5), if quick { 500 } else { 2_000 }).await;
-        println!("unloaded chain5 (one plan at a time): p50 {p50:.3} ms  p99 {p99:.3} ms");
     }
+    let (p50, p99) = unloaded(&chain(5), if quick { 500 } else { 2_000 }).await;
+    println!("unloaded chain5 (one plan at a time): p50 {p50:.3} ms  p99 {p99:.3} ms");
 }
 
 fn num_cpus() -> usize {

@@ -128,7 +128,7 @@ impl<S: Store> Planner<S> {
             .iter()
             .map(|s| {
                 s.agent_id()
-                    .map(|a| self.registry.queue_of(a).unwrap_or(a).to_string())
+                    .map(|a| self.registry.queue_of(a).unwrap_or_else(|| Arc::from(a)))
             })
             .collect();
         NewPlan {

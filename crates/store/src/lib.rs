@@ -44,20 +44,26 @@ pub trait Store: Clone + Send + Sync + Unpin + 'static {
         errors: &PlanErrors,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 
-    /// Takes the next ready job of one of `queues` (promoting due retries
-    /// first), marks its step running under a lease of `lease_ms` and emits
-    /// `step:started`. `None` when no job is ready.
+    /// Takes up to `max` ready jobs of `queues`, in queue order (promoting
+    /// due retries first), marks their steps running under a lease of
+    /// `lease_ms` and emits `step:started` for each. Empty when none is ready.
     fn claim(
         &self,
         queues: &[String],
         worker: &str,
         lease_ms: u64,
-    ) -> impl Future<Output = StoreResult<Option<Job>>> + Send;
+        max: usize,
+    ) -> impl Future<Output = StoreResult<Vec<Job>>> + Send;
 
     /// Resolves when a job of `queues` may be ready: new work was queued, a
     /// scheduled retry fell due, or `max_wait_ms` passed.
     fn wait_for_work(&self, queues: &[String], max_wait_ms: u64)
         -> impl Future<Output = ()> + Send;
+
+    /// Hands back a claimed job that never started (a worker shutting
+    /// down): the step is ready again and the claim does not count as an
+    /// attempt. `false` when the job is no longer this attempt's.
+    fn release(&self, job: &JobKey) -> impl Future<Output = StoreResult<bool>> + Send;
 
     /// Extends a running job's lease. `false` when the job is no longer
     /// this attempt's to run (completed, cancelled, timed out, reaped).

@@ -8,6 +8,7 @@
 //! transition O(affected steps) instead of O(queue length).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +49,8 @@ struct Inner {
     state: Mutex<State>,
     /// Woken when a job is queued or a retry is scheduled.
     work: Notify,
+    /// Workers currently waiting on `work`.
+    idle: AtomicUsize,
     /// Woken when lifecycle work is queued.
     lifecycle: Notify,
     live: broadcast::Sender<Arc<Event>>,
@@ -164,6 +167,7 @@ impl MemoryStore {
             inner: Arc::new(Inner {
                 state: Mutex::new(state),
                 work: Notify::new(),
+                idle: AtomicUsize::new(0),
                 lifecycle: Notify::new(),
                 live,
             }),
@@ -199,7 +203,7 @@ impl MemoryStore {
             let mut st = self.inner.state.lock();
             f(&mut st, &mut fx)
         };
-        if fx.wake_work {
+        if fx.wake_work && self.inner.idle.load(Ordering::SeqCst) > 0 {
             self.inner.work.notify_waiters();
         }
         if fx.wake_lifecycle {
@@ -230,6 +234,22 @@ impl EventLog {
         data: Value,
         now: u64,
     ) {
+        self.push_timed(plan, kind, step, attempt, data, None, now);
+    }
+
+    /// Like [`EventLog::push`], for events that end something that took
+    /// `duration` ms (a step, a plan).
+    #[allow(clippy::too_many_arguments)]
+    fn push_timed(
+        &mut self,
+        plan: &mut PlanRec,
+        kind: EventKind,
+        step: Option<u32>,
+        attempt: Option<u32>,
+        data: Value,
+        duration: Option<u64>,
+        now: u64,
+    ) {
         let (step_id, agent_id) = match step {
             Some(i) => {
                 let spec = &plan.spec.steps[i as usize];
@@ -247,6 +267,7 @@ impl EventLog {
                 agent_id,
                 attempt,
                 timestamp: now,
+                duration,
                 data,
             },
         );
@@ -291,11 +312,7 @@ impl PlanRec {
             .collect();
         PlanRec {
             id: Arc::from(p.id.as_str()),
-            queues: p
-                .queues
-                .iter()
-                .map(|q| q.as_deref().map(Arc::from))
-                .collect(),
+            queues: p.queues,
             steps,
             status: PlanStatus::Running,
             remaining: n,
@@ -332,13 +349,13 @@ impl PlanRec {
         &self.spec.steps[step]
     }
 
-    fn dependency_results(&self, step: usize) -> Map<String, Value> {
+    fn dependency_results(&self, step: usize) -> Vec<(Arc<str>, Value)> {
         self.spec(step)
             .dependencies
             .iter()
             .map(|&d| {
                 let data = self.steps[d].data.clone().unwrap_or(Value::Null);
-                (self.spec(d).id.to_string(), data)
+                (self.spec(d).id.clone(), data)
             })
             .collect()
     }
@@ -356,10 +373,12 @@ impl PlanRec {
         }
     }
 
-    fn build_result(&self, status: PlanStatus, now: u64) -> PlanResult {
+    /// The plan's result. Called once, when the plan's own steps are done:
+    /// step data moves into the result instead of being copied.
+    fn build_result(&mut self, status: PlanStatus, now: u64) -> PlanResult {
         let mut results = IndexMap::with_capacity(self.steps.len());
         let mut errors = IndexMap::new();
-        for (spec, st) in self.spec.steps.iter().zip(&self.steps) {
+        for (spec, st) in self.spec.steps.iter().zip(&mut self.steps) {
             let duration = match (st.first_started, st.finished) {
                 (Some(a), Some(b)) => b.saturating_sub(a),
                 _ => 0,
@@ -367,7 +386,7 @@ impl PlanRec {
             let r = StepResult {
                 success: st.status == StepStatus::Succeeded,
                 status: st.status,
-                data: st.data.clone().unwrap_or(Value::Null),
+                data: st.data.take().unwrap_or(Value::Null),
                 error: st.error.clone(),
                 attempts: st.attempts,
                 duration,
@@ -424,7 +443,12 @@ impl State {
                     Value::Null,
                     now,
                 );
-                Some(Value::Object(plan.dependency_results(step)))
+                let joined: Map<String, Value> = plan
+                    .dependency_results(step)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
+                Some(Value::Object(joined))
             }
             StepKind::Agent { .. } => {
                 plan.steps[step].status = StepStatus::Ready;
@@ -454,12 +478,13 @@ impl State {
         let duration = now.saturating_sub(st.first_started.unwrap_or(now));
         let attempt = st.attempts;
         plan.remaining -= 1;
-        self.log.push(
+        self.log.push_timed(
             plan,
             EventKind::StepCompleted,
             Some(step as u32),
             Some(attempt),
-            json!({ "duration": duration }),
+            Value::Null,
+            Some(duration),
             now,
         );
         let mut ready = Vec::new();
@@ -671,15 +696,15 @@ impl State {
         plan.awaiting_fallback = false;
         let data = json!({
             "success": result.success,
-            "duration": result.duration,
             "fallbackUsed": result.fallback_used,
         });
-        self.log.push(
+        self.log.push_timed(
             plan,
             EventKind::terminal_for(result.status),
             None,
             None,
             data,
+            Some(result.duration),
             now,
         );
         let result = Arc::new(result);
@@ -720,6 +745,15 @@ impl State {
 
     fn next_due(&self) -> Option<u64> {
         self.sched.scheduled.keys().next().map(|k| k.0)
+    }
+}
+
+/// Uncounts an idle worker however its wait ends (woken, timed out, dropped).
+struct IdleGuard<'a>(&'a AtomicUsize);
+
+impl Drop for IdleGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -820,9 +854,11 @@ impl Store for MemoryStore {
         queues: &[String],
         _worker: &str,
         lease_ms: u64,
-    ) -> StoreResult<Option<Job>> {
+        max: usize,
+    ) -> StoreResult<Vec<Job>> {
         let now = now_ms();
         Ok(self.transact(|st, fx| {
+            let mut jobs = Vec::new();
             if st
                 .sched
                 .scheduled
@@ -832,7 +868,7 @@ impl Store for MemoryStore {
                 st.promote_due(now, fx);
             }
             for q in queues {
-                loop {
+                while jobs.len() < max {
                     let Some((pid, step)) = st
                         .sched
                         .queues
@@ -865,10 +901,10 @@ impl Store for MemoryStore {
                         Value::Null,
                         now,
                     );
-                    return Some(plan.job(i));
+                    jobs.push(plan.job(i));
                 }
             }
-            None
+            jobs
         }))
     }
 
@@ -876,6 +912,10 @@ impl Store for MemoryStore {
         let notified = self.inner.work.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        // Counted while registered, so transactions notify only when
+        // someone listens (Notify takes a lock even with no waiter).
+        self.inner.idle.fetch_add(1, Ordering::SeqCst);
+        let _idle = IdleGuard(&self.inner.idle);
         let (ready, due) = {
             let st = self.inner.state.lock();
             let ready = queues.iter().any(|q| {
@@ -897,6 +937,36 @@ impl Store for MemoryStore {
             _ = notified => {}
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
         }
+    }
+
+    async fn release(&self, job: &JobKey) -> StoreResult<bool> {
+        Ok(self.transact(|st, fx| {
+            let Some(plan) = st.plans.get_mut(&*job.plan_id) else {
+                return false;
+            };
+            if !plan.holds(job) {
+                return false;
+            }
+            let i = job.step as usize;
+            st.sched.release_lease(plan, i);
+            let s = &mut plan.steps[i];
+            s.status = StepStatus::Ready;
+            s.attempts -= 1;
+            if s.attempts == 0 {
+                s.first_started = None;
+            }
+            // First in line again: it was already at the head once.
+            let queue = plan.queues[i]
+                .clone()
+                .unwrap_or_else(|| Arc::from("default"));
+            st.sched
+                .queues
+                .entry(queue)
+                .or_default()
+                .push_front((plan.id.clone(), job.step));
+            fx.wake_work = true;
+            true
+        }))
     }
 
     async fn extend_lease(&self, job: &JobKey, lease_ms: u64) -> StoreResult<bool> {
@@ -999,6 +1069,7 @@ impl Store for MemoryStore {
                 agent_id: event.agent_id,
                 attempt: event.attempt,
                 timestamp: now,
+                duration: None,
                 data: event.data,
             };
             st.log.record(&mut plan.events, e);

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use baton_plan::{RetryPolicy, ValidPlan, ValidStep};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Milliseconds since the Unix epoch: the one clock every role and every
 /// process agrees on.
@@ -83,7 +83,7 @@ pub struct NewPlan {
     pub id: String,
     pub plan: ValidPlan,
     /// Queue of each step (aligned with `plan.steps`); `None` for joins.
-    pub queues: Vec<Option<String>>,
+    pub queues: Vec<Option<Arc<str>>>,
     /// The plan this one runs as a fallback for.
     pub parent: Option<String>,
     pub submitted_at: u64,
@@ -103,8 +103,8 @@ pub struct JobKey {
 pub struct Job {
     pub key: JobKey,
     pub spec: Arc<ValidStep>,
-    /// Results of the step's dependencies, by step id.
-    pub dependencies: Map<String, Value>,
+    /// Results of the step's dependencies, by step id, in listed order.
+    pub dependencies: Vec<(Arc<str>, Value)>,
     pub lease_until: u64,
 }
 
@@ -242,6 +242,9 @@ pub struct Event {
     pub attempt: Option<u32>,
     /// Epoch milliseconds.
     pub timestamp: u64,
+    /// Milliseconds taken, on events that end a step or a plan.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub duration: Option<u64>,
     #[serde(skip_serializing_if = "Value::is_null", default)]
     pub data: Value,
 }

@@ -3,6 +3,7 @@
 //! store signals new work. apalis asks only when a concurrency slot is free,
 //! so no job is claimed that no slot can run.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -29,7 +30,12 @@ pub struct StepBackend<S> {
     worker: Arc<str>,
     lease_ms: u64,
     idle_wait_ms: u64,
-    claiming: Option<BoxFuture<'static, Job>>,
+    claim_batch: usize,
+    claiming: Option<BoxFuture<'static, Vec<Job>>>,
+    /// Jobs claimed in one batch, handed to apalis one per free slot.
+    claimed: VecDeque<Job>,
+    /// Hands unstarted claimed jobs back to the store on shutdown.
+    releasing: Option<BoxFuture<'static, ()>>,
 }
 
 impl<S: Store> StepBackend<S> {
@@ -40,16 +46,20 @@ impl<S: Store> StepBackend<S> {
             worker: Arc::from(cfg.name.as_str()),
             lease_ms: cfg.lease_ms,
             idle_wait_ms: cfg.idle_wait_ms,
+            claim_batch: cfg.claim_batch.max(1),
             claiming: None,
+            claimed: VecDeque::new(),
+            releasing: None,
         }
     }
 
-    /// Claims the next job, waiting for one as long as it takes. Store errors
-    /// are logged and retried: a worker outlives a broken connection.
-    fn claim_next(&self) -> BoxFuture<'static, Job> {
+    /// Claims the next jobs (up to a batch), waiting for one as long as it
+    /// takes. Store errors are logged and retried: a worker outlives a
+    /// broken connection.
+    fn claim_next(&self) -> BoxFuture<'static, Vec<Job>> {
         let (store, queues, worker) =
             (self.store.clone(), self.queues.clone(), self.worker.clone());
-        let (lease_ms, idle) = (self.lease_ms, self.idle_wait_ms);
+        let (lease_ms, idle, batch) = (self.lease_ms, self.idle_wait_ms, self.claim_batch);
         async move {
             loop {
                 // A store that always has work answers without ever returning
@@ -58,9 +68,9 @@ impl<S: Store> StepBackend<S> {
                 // would starve. Spending tokio's cooperative budget makes
                 // the worker yield every so often.
                 tokio::task::consume_budget().await;
-                match store.claim(&queues, &worker, lease_ms).await {
-                    Ok(Some(job)) => return job,
-                    Ok(None) => store.wait_for_work(&queues, idle).await,
+                match store.claim(&queues, &worker, lease_ms, batch).await {
+                    Ok(jobs) if !jobs.is_empty() => return jobs,
+                    Ok(_) => store.wait_for_work(&queues, idle).await,
                     Err(e) => {
                         tracing::warn!(worker = %worker, error = %e, "claim failed; retrying");
                         tokio::time::sleep(ERROR_BACKOFF).await;
@@ -90,24 +100,48 @@ impl<S: Store> Backend for StepBackend<S> {
         cx: &mut Context<'_>,
         _w: &WorkerContext,
     ) -> Poll<Option<Result<Task<Job>, Never>>> {
+        if let Some(job) = self.claimed.pop_front() {
+            return Poll::Ready(Some(Ok(Task::new(job))));
+        }
         let claiming = match &mut self.claiming {
             Some(f) => f,
             None => self.claiming.insert(self.claim_next()),
         };
         match claiming.as_mut().poll(cx) {
-            Poll::Ready(job) => {
+            Poll::Ready(jobs) => {
                 self.claiming = None;
+                self.claimed.extend(jobs);
+                let job = self.claimed.pop_front().expect("a claim returns jobs");
                 Poll::Ready(Some(Ok(Task::new(job))))
             }
             Poll::Pending => Poll::Pending,
         }
     }
 
-    fn poll_close(&mut self, _cx: &mut Context<'_>, _w: &WorkerContext) -> Poll<Result<(), Never>> {
-        // A claim cut short leaves at most one job leased to us; its lease
-        // lapses and the coordinator hands it out again.
+    fn poll_close(&mut self, cx: &mut Context<'_>, _w: &WorkerContext) -> Poll<Result<(), Never>> {
+        // A claim cut short leaves at most a batch leased to us; the leases
+        // lapse and the coordinator hands the jobs out again.
         self.claiming = None;
-        Poll::Ready(Ok(()))
+        if self.releasing.is_none() && !self.claimed.is_empty() {
+            let (store, jobs) = (self.store.clone(), std::mem::take(&mut self.claimed));
+            self.releasing = Some(
+                async move {
+                    for job in jobs {
+                        if let Err(e) = store.release(&job.key).await {
+                            tracing::warn!(error = %e, "could not hand a job back; its lease will lapse");
+                        }
+                    }
+                }
+                .boxed(),
+            );
+        }
+        match &mut self.releasing {
+            Some(f) => f.as_mut().poll(cx).map(|()| {
+                self.releasing = None;
+                Ok(())
+            }),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 

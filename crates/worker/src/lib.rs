@@ -33,6 +33,8 @@ pub struct WorkerConfig {
     pub lease_ms: u64,
     /// Longest idle wait between checks for work when nothing wakes us.
     pub idle_wait_ms: u64,
+    /// Jobs claimed per store transaction (at most; never more than ready).
+    pub claim_batch: usize,
 }
 
 impl WorkerConfig {
@@ -42,7 +44,8 @@ impl WorkerConfig {
             queues,
             concurrency: 64,
             lease_ms: 10_000,
-            idle_wait_ms: 50,
+            idle_wait_ms: 1_000,
+            claim_batch: 8,
         }
     }
 }

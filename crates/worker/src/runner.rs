@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use apalis_core::error::BoxDynError;
 use apalis_core::task::data::Data;
-use baton_agents::{AgentCall, AgentError, EventSink, Registry};
+use baton_agents::{AgentCall, AgentError, Dependencies, EventSink, Registry};
 use baton_store::{EventKind, Job, NewEvent, Store};
 use futures::FutureExt;
 use serde_json::{json, Value};
@@ -118,7 +118,7 @@ impl<S: Store> StepRunner<S> {
             step_id: &job.spec.id,
             action: job.spec.action().unwrap_or_default(),
             input: &job.spec.input,
-            dependencies: &job.dependencies,
+            dependencies: Dependencies(&job.dependencies),
             attempt: job.key.attempt,
             events: &sink,
         };
