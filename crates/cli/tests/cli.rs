@@ -594,6 +594,77 @@ fn run_timed_out_plan_exits_promptly() {
     );
 }
 
+/// A `baton run --events` in progress, its event lines delivered as they
+/// arrive with the time since the spawn.
+struct LiveRun {
+    child: std::process::Child,
+    started: Instant,
+    stdout: thread::JoinHandle<String>,
+    stderr: thread::JoinHandle<String>,
+    lines: mpsc::Receiver<(Duration, String)>,
+}
+
+impl LiveRun {
+    fn spawn(args: &[&str]) -> LiveRun {
+        let started = Instant::now();
+        let mut child = Command::new(baton())
+            .args(args)
+            .env_remove("BATON_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning baton");
+        let stdout = drain(child.stdout.take());
+        let (tx, lines) = mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        let stderr = thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send((started.elapsed(), line.clone()));
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        LiveRun {
+            child,
+            started,
+            stdout,
+            stderr,
+            lines,
+        }
+    }
+
+    /// Waits up to `limit` for an event line of type `ty`; returns when it
+    /// arrived (since the spawn).
+    fn wait_for(&self, ty: &str, limit: Duration) -> Option<Duration> {
+        let needle = format!("\"type\":\"{ty}\"");
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok((at, line)) if line.contains(&needle) => return Some(at),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn finish(mut self) -> (Run, Vec<(Duration, String)>) {
+        let status = wait_bounded(&mut self.child, self.started);
+        let elapsed = self.started.elapsed();
+        let run = Run {
+            status,
+            stdout: self.stdout.join().unwrap(),
+            stderr: self.stderr.join().unwrap(),
+            elapsed,
+        };
+        (run, self.lines.try_iter().collect())
+    }
+}
+
 /// Runs a plan whose one step sleeps `sleep_ms`, sends SIGINT once the step
 /// has started, and returns the run with the time from SIGINT to exit.
 /// `None` when there is no `kill` command.
@@ -611,49 +682,20 @@ fn run_and_interrupt(test: &str, sleep_ms: u64) -> Option<(Run, Duration)> {
             ]
         }),
     );
-    let started = Instant::now();
-    let mut child = Command::new(baton())
-        .args(["run", "--events", plan.arg()])
-        .env_remove("BATON_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning baton");
-    let out = drain(child.stdout.take());
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    let err = thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if line.contains("\"step:started\"") {
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("the step never started");
-    // Let the run loop reach its Ctrl-C handler.
+    let live = LiveRun::spawn(&["run", "--events", plan.arg()]);
+    // The step:started line may come late (see
+    // `run_events_are_printed_as_they_happen`); by a second in, the run loop
+    // waits on its Ctrl-C handler either way.
+    let _ = live.wait_for("step:started", Duration::from_secs(1));
     thread::sleep(Duration::from_millis(200));
     let interrupted = Instant::now();
     let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args(["-INT", &live.child.id().to_string()])
         .status()
         .expect("running kill");
     assert!(kill.success(), "kill -INT failed");
-    let status = wait_bounded(&mut child, started);
-    let after_signal = interrupted.elapsed();
-    let run = Run {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-        elapsed: started.elapsed(),
-    };
-    Some((run, after_signal))
+    let (run, _) = live.finish();
+    Some((run, interrupted.elapsed()))
 }
 
 fn assert_cancelled(r: &Run) {
@@ -666,7 +708,7 @@ fn assert_cancelled(r: &Run) {
 
 #[test]
 fn run_cancels_the_plan_on_sigint() {
-    let Some((r, _)) = run_and_interrupt("sigint", 1500) else {
+    let Some((r, _)) = run_and_interrupt("sigint", 2500) else {
         return;
     };
     assert_cancelled(&r);
@@ -1214,6 +1256,50 @@ fn run_without_events_is_silent_on_stderr() {
     let r = run_baton(&["run", path_arg(&example("fallback.json"))]);
     assert_eq!(r.code(), Some(0), "{}", r.describe());
     assert_eq!(r.stderr, "");
+}
+
+#[test]
+#[ignore = "BUG: --events (and the progress bar) can hold back a plan's first \
+            events until the next event: progress.rs buffers events received \
+            before Watcher::follow names the plan and replays them only when \
+            another event arrives, so when plan:submitted, plan:started and \
+            step:started all come before follow() (about 1 run in 8), nothing \
+            is printed until the step ends; flaky by nature, it fails in most \
+            runs of 24 attempts"]
+fn run_events_are_printed_as_they_happen() {
+    let plan = TempFile::json(
+        "live-events",
+        &json!({"id": "live", "steps": [
+            {"id": "slow", "agentId": "system", "action": "sleep", "input": {"ms": 500}}
+        ]}),
+    );
+    let handles: Vec<_> = (0..24)
+        .map(|_| {
+            let path = plan.arg().to_string();
+            thread::spawn(move || {
+                let live = LiveRun::spawn(&["run", "--events", &path]);
+                let (run, lines) = live.finish();
+                let at = |ty: &str| {
+                    let needle = format!("\"type\":\"{ty}\"");
+                    lines
+                        .iter()
+                        .find(|(_, l)| l.contains(&needle))
+                        .map(|(at, _)| *at)
+                        .unwrap_or_else(|| panic!("no {ty} line:\n{}", run.describe()))
+                };
+                (at("step:started"), at("step:completed"))
+            })
+        })
+        .collect();
+    for h in handles {
+        let (started, completed) = h.join().unwrap();
+        // The step sleeps 500 ms between the two events; a step:started line
+        // held back until step:completed arrives with it.
+        assert!(
+            completed.saturating_sub(started) >= Duration::from_millis(250),
+            "step:started printed at {started:?}, step:completed at {completed:?}"
+        );
+    }
 }
 
 #[test]

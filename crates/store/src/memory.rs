@@ -109,7 +109,7 @@ struct EventLog {
 struct Effects {
     wake_work: bool,
     wake_lifecycle: bool,
-    finished: Vec<(Vec<oneshot::Sender<Arc<PlanResult>>>, Arc<PlanResult>)>,
+    finished: Vec<(Vec<ResultWaiter>, Arc<PlanResult>)>,
 }
 
 struct PlanRec {
@@ -133,8 +133,11 @@ struct PlanRec {
     /// Shared with the global ring and live subscribers: one allocation
     /// per event, however many places hold it.
     events: Vec<Arc<Event>>,
-    waiters: Vec<oneshot::Sender<Arc<PlanResult>>>,
+    waiters: Vec<ResultWaiter>,
 }
+
+/// Someone blocked in `wait_result` for a plan.
+type ResultWaiter = oneshot::Sender<Arc<PlanResult>>;
 
 #[derive(Clone)]
 struct StepRec {
