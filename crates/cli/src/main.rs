@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 
 /// Exit code of a plan that failed, timed out or was cancelled.
 const EXIT_FAILED: u8 = 1;
-/// Exit code of an invalid plan.
+/// Exit code of an invalid or unreadable plan.
 const EXIT_INVALID: u8 = 2;
 
 #[derive(Parser)]
@@ -83,23 +83,26 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { file } => {
-            let text = read_plan(&file)?;
+            let text = match read_plan_or_exit(&file) {
+                Ok(t) => t,
+                Err(code) => return Ok(code),
+            };
             let registry = Registry::with_builtins();
             match baton_plan::parse_and_validate(&text, &registry, &Limits::default()) {
                 Ok(plan) => {
                     println!(
-                        "{}: valid ({} steps, fallback depth {})",
+                        "{}: valid ({}, fallback depth {})",
                         file.display(),
-                        plan.steps.len(),
+                        counted(plan.steps.len(), "step"),
                         plan.fallback_depth()
                     );
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(errors) => {
                     eprintln!(
-                        "{}: invalid plan ({} errors)",
+                        "{}: invalid plan ({})",
                         file.display(),
-                        errors.0.len()
+                        counted(errors.0.len(), "error")
                     );
                     for e in &errors.0 {
                         eprintln!("  {e}");
@@ -115,7 +118,10 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             no_progress,
             events,
         } => {
-            let text = read_plan(&file)?;
+            let text = match read_plan_or_exit(&file) {
+                Ok(t) => t,
+                Err(code) => return Ok(code),
+            };
             // One thread: every store transition on one core, which the
             // embedded benchmark measured faster than two contending ones.
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -146,12 +152,13 @@ async fn run(
     let watcher = progress::Watcher::start(&store, show_progress, print_events);
     let submission = engine.submit_text(text).await?;
     let code = match submission {
-        baton_planner::Submission::Rejected { errors, .. } => {
+        baton_planner::Submission::Rejected { id, errors } => {
+            watcher.follow(&id);
             watcher.finish().await;
             eprintln!(
-                "{}: invalid plan ({} errors)",
+                "{}: invalid plan ({})",
                 file.display(),
-                errors.0.len()
+                counted(errors.0.len(), "error")
             );
             for e in &errors.0 {
                 eprintln!("  {e}");
@@ -178,6 +185,24 @@ async fn run(
     };
     engine.shutdown().await;
     Ok(code)
+}
+
+/// "1 step", "3 steps".
+fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// Reads a plan; an unreadable one ends the command with the invalid-plan
+/// exit code, since no plan ran.
+fn read_plan_or_exit(file: &std::path::Path) -> std::result::Result<String, ExitCode> {
+    read_plan(file).map_err(|e| {
+        eprintln!("baton: {e:#}");
+        ExitCode::from(EXIT_INVALID)
+    })
 }
 
 fn read_plan(file: &std::path::Path) -> Result<String> {

@@ -1,20 +1,23 @@
 //! Live progress of `baton run`: a bar of steps done / total with running
 //! steps and retries on a terminal, and optionally every event as a JSON line.
+//!
+//! The store's recorded events are the source of truth; the live event
+//! channel only says "something happened". So a slow terminal can make the
+//! display lag, but never lose an event.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baton_engine::MemoryStore;
-use baton_store::{Event, EventKind};
+use baton_store::{Event, EventKind, Store};
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-/// Follows the store's live events for one plan and its fallbacks.
+/// Follows one plan and its fallback plans.
 pub struct Watcher {
-    root: Arc<Mutex<Option<String>>>,
+    root: watch::Sender<Option<String>>,
     task: JoinHandle<()>,
-    stop: tokio::sync::oneshot::Sender<()>,
+    stop: oneshot::Sender<()>,
 }
 
 #[derive(Default)]
@@ -27,9 +30,10 @@ struct Counts {
 
 impl Watcher {
     pub fn start(store: &MemoryStore, show: bool, print_events: bool) -> Watcher {
-        let mut rx = store.subscribe();
-        let root: Arc<Mutex<Option<String>>> = Arc::default();
-        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let mut doorbell = store.subscribe();
+        let store = store.clone();
+        let (root, mut followed) = watch::channel::<Option<String>>(None);
+        let (stop, mut stopped) = oneshot::channel();
         let bar = show.then(|| {
             let b = ProgressBar::new(0);
             b.set_style(
@@ -41,56 +45,64 @@ impl Watcher {
             b.enable_steady_tick(Duration::from_millis(100));
             b
         });
-        let follow = root.clone();
         let task = tokio::spawn(async move {
-            let mut counts = Counts::default();
-            // Events before `follow` names the plan are kept and replayed.
-            let mut early: Vec<Arc<Event>> = Vec::new();
+            // Wait until we know which plan to follow (or are told to stop).
             let mut stopping = false;
+            tokio::select! {
+                _ = followed.wait_for(Option::is_some) => {}
+                _ = &mut stopped => stopping = true,
+            }
+            let root = followed.borrow().clone();
+            let Some(root) = root else { return };
+            let mut counts = Counts::default();
+            // Each plan of the family with the id of the last event seen.
+            let mut family: Vec<(String, u64)> = vec![(root, 0)];
             loop {
-                let event = if stopping {
-                    // Drain what is already buffered, then stop.
-                    match rx.try_recv() {
-                        Ok(e) => Ok(e),
-                        Err(_) => break,
+                let mut fresh: Vec<Event> = Vec::new();
+                for (id, last) in &mut family {
+                    if let Ok(evs) = store.events(id, *last).await {
+                        if let Some(e) = evs.last() {
+                            *last = e.id;
+                        }
+                        fresh.extend(evs);
                     }
-                } else {
-                    tokio::select! {
-                        biased;
-                        e = rx.recv() => e,
-                        _ = &mut stopped => {
-                            stopping = true;
-                            continue;
+                }
+                fresh.sort_by_key(|e| e.id);
+                for e in &fresh {
+                    if e.kind == EventKind::PlanFallback {
+                        if let Some(child) = e.data.get("fallbackPlanId").and_then(|c| c.as_str()) {
+                            family.push((child.to_string(), 0));
                         }
                     }
-                };
-                let event = match event {
-                    Ok(e) => e,
-                    Err(RecvError::Lagged(_)) => continue,
-                    Err(RecvError::Closed) => break,
-                };
-                let root = follow.lock().expect("watcher lock").clone();
-                let Some(root) = root else {
-                    early.push(event);
-                    continue;
-                };
-                for e in early.drain(..).chain(std::iter::once(event)) {
-                    if !belongs(&e, &root) {
+                    if print_events {
+                        let line = serde_json::to_string(e).unwrap_or_default();
+                        match &bar {
+                            // Above the bar, never through it.
+                            Some(b) => b.suspend(|| eprintln!("{line}")),
+                            None => eprintln!("{line}"),
+                        }
+                    }
+                    counts.apply(e);
+                }
+                if let Some(b) = &bar {
+                    b.set_length(counts.total);
+                    b.set_position(counts.done);
+                    b.set_message(format!(
+                        "running {}  retries {}",
+                        counts.running.max(0),
+                        counts.retries
+                    ));
+                }
+                if stopping {
+                    // A fallback found in the last pass has events to read.
+                    if fresh.iter().any(|e| e.kind == EventKind::PlanFallback) {
                         continue;
                     }
-                    if print_events {
-                        eprintln!("{}", serde_json::to_string(&e).unwrap_or_default());
-                    }
-                    counts.apply(&e);
-                    if let Some(b) = &bar {
-                        b.set_length(counts.total);
-                        b.set_position(counts.done);
-                        b.set_message(format!(
-                            "running {}  retries {}",
-                            counts.running.max(0),
-                            counts.retries
-                        ));
-                    }
+                    break;
+                }
+                tokio::select! {
+                    _ = doorbell.recv() => {}
+                    _ = &mut stopped => stopping = true,
                 }
             }
             if let Some(b) = bar {
@@ -102,22 +114,14 @@ impl Watcher {
 
     /// Names the plan to follow (its fallback plans are followed too).
     pub fn follow(&self, plan_id: &str) {
-        *self.root.lock().expect("watcher lock") = Some(plan_id.to_string());
+        let _ = self.root.send(Some(plan_id.to_string()));
     }
 
-    /// Stops following and clears the display.
+    /// Shows what is left to show, then clears the display.
     pub async fn finish(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
     }
-}
-
-fn belongs(e: &Event, root: &str) -> bool {
-    let id = &*e.plan_id;
-    id == root
-        || id
-            .strip_prefix(root)
-            .is_some_and(|rest| rest.starts_with("/fallback"))
 }
 
 impl Counts {

@@ -58,6 +58,11 @@ impl<S: Store> Coordinator<S> {
         loop {
             if let Err(e) = self.tick(&mut next_purge).await {
                 tracing::warn!(error = %e, "coordinator tick failed; retrying");
+                // Whatever was due is still due: pause rather than spin.
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                }
             }
             tokio::select! {
                 _ = &mut shutdown => return,

@@ -6,6 +6,8 @@
 //! their own and a Redis implementation (one Lua script per transition) can
 //! replace [`MemoryStore`] without touching them.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod memory;
 mod model;
 
@@ -64,6 +66,12 @@ pub trait Store: Clone + Send + Sync + Unpin + 'static {
     /// down): the step is ready again and the claim does not count as an
     /// attempt. `false` when the job is no longer this attempt's.
     fn release(&self, job: &JobKey) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Resolves once `job` no longer holds its step because its plan ended
+    /// (timed out, cancelled, failFast), so a worker stops an abandoned agent
+    /// call at once instead of at its next lease extension (which also
+    /// catches a reaped attempt). Never resolves while the job holds the step.
+    fn abandoned(&self, job: &JobKey) -> impl Future<Output = ()> + Send;
 
     /// Extends a running job's lease. `false` when the job is no longer
     /// this attempt's to run (completed, cancelled, timed out, reaped).

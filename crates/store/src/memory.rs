@@ -51,6 +51,8 @@ struct Inner {
     work: Notify,
     /// Workers currently waiting on `work`.
     idle: AtomicUsize,
+    /// Woken when running steps are taken from their workers.
+    abandon: Notify,
     /// Woken when lifecycle work is queued.
     lifecycle: Notify,
     live: broadcast::Sender<Arc<Event>>,
@@ -109,6 +111,7 @@ struct EventLog {
 struct Effects {
     wake_work: bool,
     wake_lifecycle: bool,
+    wake_abandoned: bool,
     finished: Vec<(Vec<ResultWaiter>, Arc<PlanResult>)>,
 }
 
@@ -171,6 +174,7 @@ impl MemoryStore {
                 state: Mutex::new(state),
                 work: Notify::new(),
                 idle: AtomicUsize::new(0),
+                abandon: Notify::new(),
                 lifecycle: Notify::new(),
                 live,
             }),
@@ -211,6 +215,9 @@ impl MemoryStore {
         }
         if fx.wake_lifecycle {
             self.inner.lifecycle.notify_waiters();
+        }
+        if fx.wake_abandoned {
+            self.inner.abandon.notify_waiters();
         }
         for (waiters, result) in fx.finished {
             for w in waiters {
@@ -657,6 +664,7 @@ impl State {
                 continue;
             }
             let was_running = plan.steps[i].status == StepStatus::Running;
+            fx.wake_abandoned |= was_running;
             self.sched.release_lease(plan, i);
             let st = &mut plan.steps[i];
             st.status = StepStatus::Skipped;
@@ -972,6 +980,22 @@ impl Store for MemoryStore {
         }))
     }
 
+    async fn abandoned(&self, job: &JobKey) {
+        loop {
+            let notified = self.inner.abandon.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let held = {
+                let st = self.inner.state.lock();
+                st.plans.get(&*job.plan_id).is_some_and(|p| p.holds(job))
+            };
+            if !held {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     async fn extend_lease(&self, job: &JobKey, lease_ms: u64) -> StoreResult<bool> {
         let now = now_ms();
         Ok(self.transact(|st, _| {
@@ -1081,24 +1105,32 @@ impl Store for MemoryStore {
     }
 
     async fn expired_leases(&self, now_ms: u64) -> StoreResult<Vec<Job>> {
+        // Lapsed leases stay indexed until the step leaves `Running` (the
+        // caller's `fail`), so a reaper that fails half-way finds them again.
         Ok(self.transact(|st, _| {
             let mut out = Vec::new();
-            while let Some(first) = st.sched.leases.first() {
-                if first.0 > now_ms {
+            let mut stale = Vec::new();
+            for entry in st.sched.leases.iter() {
+                let (until, pid, step, attempt) = entry;
+                if *until > now_ms {
                     break;
                 }
-                let (until, pid, step, attempt) = st.sched.leases.pop_first().expect("peeked");
-                let Some(plan) = st.plans.get(&pid) else {
-                    continue;
-                };
                 let key = JobKey {
                     plan_id: pid.clone(),
-                    step,
-                    attempt,
+                    step: *step,
+                    attempt: *attempt,
                 };
-                if plan.holds(&key) && plan.steps[step as usize].lease_until == until {
-                    out.push(plan.job(step as usize));
+                match st.plans.get(pid) {
+                    Some(plan)
+                        if plan.holds(&key) && plan.steps[*step as usize].lease_until == *until =>
+                    {
+                        out.push(plan.job(*step as usize))
+                    }
+                    _ => stale.push(entry.clone()),
                 }
+            }
+            for entry in stale {
+                st.sched.leases.remove(&entry);
             }
             out
         }))
@@ -1324,12 +1356,10 @@ impl Store for MemoryStore {
             .plans
             .get(plan_id)
             .ok_or_else(|| StoreError::PlanNotFound(plan_id.to_string()))?;
-        Ok(plan
-            .events
-            .iter()
-            .filter(|e| e.id > after)
-            .map(|e| (**e).clone())
-            .collect())
+        // Ids grow, so the tail after `after` is found by bisection: a
+        // follower reading a long plan's events piecewise stays linear.
+        let start = plan.events.partition_point(|e| e.id <= after);
+        Ok(plan.events[start..].iter().map(|e| (**e).clone()).collect())
     }
 
     async fn dead_letters(&self) -> StoreResult<Vec<DeadLetter>> {

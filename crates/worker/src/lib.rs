@@ -22,7 +22,7 @@ pub use runner::StepRunner;
 /// How one worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Shown in logs and recorded with leases.
+    /// Shown in logs and passed to the store with each claim.
     pub name: String,
     /// Queues served, e.g. `["system"]`.
     pub queues: Vec<String>,

@@ -143,6 +143,8 @@ impl<S: Store> StepRunner<S> {
                         "agent '{agent_id}' panicked: {}", panic_message(&panic)
                     ))),
                 },
+                // The plan ended or the attempt was reaped: stop now.
+                _ = self.store.abandoned(&job.key) => return Attempt::Abandoned,
                 _ = tokio::time::sleep(heartbeat) => {
                     match self.store.extend_lease(&job.key, self.lease_ms).await {
                         Ok(true) => {}
@@ -208,10 +210,9 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// The apalis handler: every outcome is recorded in the store, so apalis
-/// itself never retries (its retries would not be durable). The step runs as
-/// a task of its own so that a worker's steps spread over every core (what
-/// apalis's `parallelize` does; spawning here keeps the handler's future
-/// free of the higher-ranked closure types rustc cannot prove `Send`).
+/// itself never retries (its retries would not be durable). Steps run inside
+/// the worker's task rather than as tasks of their own: a spawn per step
+/// cost throughput, and agents with CPU-heavy work use `spawn_blocking`.
 pub async fn run_step<S: Store>(
     job: Job,
     runner: Data<Arc<StepRunner<S>>>,
