@@ -98,17 +98,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                     );
                     Ok(ExitCode::SUCCESS)
                 }
-                Err(errors) => {
-                    eprintln!(
-                        "{}: invalid plan ({})",
-                        file.display(),
-                        counted(errors.0.len(), "error")
-                    );
-                    for e in &errors.0 {
-                        eprintln!("  {e}");
-                    }
-                    Ok(ExitCode::from(EXIT_INVALID))
-                }
+                Err(errors) => Ok(report_invalid(&file, &errors)),
             }
         }
         Command::Run {
@@ -155,15 +145,7 @@ async fn run(
         baton_planner::Submission::Rejected { id, errors } => {
             watcher.follow(&id);
             watcher.finish().await;
-            eprintln!(
-                "{}: invalid plan ({})",
-                file.display(),
-                counted(errors.0.len(), "error")
-            );
-            for e in &errors.0 {
-                eprintln!("  {e}");
-            }
-            ExitCode::from(EXIT_INVALID)
+            report_invalid(file, &errors)
         }
         baton_planner::Submission::Accepted { id, .. } => {
             watcher.follow(&id);
@@ -185,6 +167,19 @@ async fn run(
     };
     engine.shutdown().await;
     Ok(code)
+}
+
+/// Prints every error of an invalid plan on stderr.
+fn report_invalid(file: &std::path::Path, errors: &baton_plan::PlanErrors) -> ExitCode {
+    eprintln!(
+        "{}: invalid plan ({})",
+        file.display(),
+        counted(errors.0.len(), "error")
+    );
+    for e in &errors.0 {
+        eprintln!("  {e}");
+    }
+    ExitCode::from(EXIT_INVALID)
 }
 
 /// "1 step", "3 steps".

@@ -143,18 +143,9 @@ async fn load(plan: &ValidPlan, plans: usize, in_flight: usize) -> LoadResult {
         let (engine, mut p) = (engine.clone(), plan.clone());
         p.id = Some(format!("bench-{run}-{i}"));
         tasks.push(tokio::spawn(async move {
-            let t0 = Instant::now();
-            let id = engine
-                .planner()
-                .submit(p)
-                .await
-                .expect("submit")
-                .id()
-                .to_string();
-            let r = engine.store().wait_result(&id).await.expect("result");
-            assert!(r.success, "benchmark plan failed: {r:?}");
+            let took = run_one(&engine, p).await;
             drop(permit);
-            t0.elapsed()
+            took
         }));
     }
     let mut lat = Vec::with_capacity(plans);
@@ -176,6 +167,19 @@ async fn load(plan: &ValidPlan, plans: usize, in_flight: usize) -> LoadResult {
     }
 }
 
+/// Submits one plan and waits for its end: the plan's latency.
+async fn run_one(engine: &Engine<MemoryStore>, plan: ValidPlan) -> Duration {
+    let t0 = Instant::now();
+    let submission = engine.planner().submit(plan).await.expect("submit");
+    let r = engine
+        .store()
+        .wait_result(submission.id())
+        .await
+        .expect("result");
+    assert!(r.success, "benchmark plan failed: {r:?}");
+    t0.elapsed()
+}
+
 /// Latency of one plan at a time on an idle engine.
 async fn unloaded(plan: &ValidPlan, n: usize) -> (f64, f64) {
     let engine = engine();
@@ -183,16 +187,7 @@ async fn unloaded(plan: &ValidPlan, n: usize) -> (f64, f64) {
     for i in 0..n {
         let mut p = plan.clone();
         p.id = Some(format!("unloaded-{i}"));
-        let t0 = Instant::now();
-        let id = engine
-            .planner()
-            .submit(p)
-            .await
-            .expect("submit")
-            .id()
-            .to_string();
-        engine.store().wait_result(&id).await.expect("result");
-        lat.push(t0.elapsed());
+        lat.push(run_one(&engine, p).await);
     }
     engine.shutdown().await;
     percentiles(&mut lat)
