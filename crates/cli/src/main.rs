@@ -30,6 +30,35 @@ struct Cli {
     command: Command,
 }
 
+/// Limits a plan must stay within (defaults: `baton_plan::Limits`).
+#[derive(clap::Args, Clone)]
+struct LimitArgs {
+    /// Most steps in one plan (fallbacks counted separately).
+    #[arg(long, env = "BATON_MAX_STEPS", default_value_t = Limits::default().max_steps)]
+    max_steps: usize,
+    /// Most bytes of one step's `input` (as JSON).
+    #[arg(long, env = "BATON_MAX_INPUT_BYTES", default_value_t = Limits::default().max_input_bytes)]
+    max_input_bytes: usize,
+    /// Most bytes of a whole plan document.
+    #[arg(long, env = "BATON_MAX_PLAN_BYTES", default_value_t = Limits::default().max_plan_bytes)]
+    max_plan_bytes: usize,
+    /// Deepest nesting of fallback plans.
+    #[arg(long, env = "BATON_MAX_FALLBACK_DEPTH", default_value_t = Limits::default().max_fallback_depth)]
+    max_fallback_depth: usize,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_steps: self.max_steps,
+            max_input_bytes: self.max_input_bytes,
+            max_plan_bytes: self.max_plan_bytes,
+            max_fallback_depth: self.max_fallback_depth,
+            ..Limits::default()
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a plan in this process (no Redis) and print its result JSON.
@@ -48,11 +77,15 @@ enum Command {
         /// Print every event as a JSON line on standard error.
         #[arg(long)]
         events: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Check a plan and print every error in it.
     Validate {
         /// Plan file, or `-` for standard input.
         file: PathBuf,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Print the JSON Schema of the plan format.
     Schema,
@@ -82,13 +115,13 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { file } => {
+        Command::Validate { file, limits } => {
             let text = match read_plan_or_exit(&file) {
                 Ok(t) => t,
                 Err(code) => return Ok(code),
             };
             let registry = Registry::with_builtins();
-            match baton_plan::parse_and_validate(&text, &registry, &Limits::default()) {
+            match baton_plan::parse_and_validate(&text, &registry, &limits.limits()) {
                 Ok(plan) => {
                     println!(
                         "{}: valid ({}, fallback depth {})",
@@ -107,6 +140,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             concurrency,
             no_progress,
             events,
+            limits,
         } => {
             let text = match read_plan_or_exit(&file) {
                 Ok(t) => t,
@@ -119,7 +153,13 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 .build()
                 .context("starting the async runtime")?;
             let show = !no_progress && std::io::stderr().is_terminal();
-            runtime.block_on(run(&file, &text, workers, concurrency, show, events))
+            let cfg = EngineConfig {
+                workers,
+                concurrency,
+                limits: limits.limits(),
+                ..EngineConfig::default()
+            };
+            runtime.block_on(run(&file, &text, cfg, show, events))
         }
     }
 }
@@ -127,17 +167,11 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
 async fn run(
     file: &std::path::Path,
     text: &str,
-    workers: usize,
-    concurrency: usize,
+    cfg: EngineConfig,
     show_progress: bool,
     print_events: bool,
 ) -> Result<ExitCode> {
     let store = MemoryStore::new();
-    let cfg = EngineConfig {
-        workers,
-        concurrency,
-        ..EngineConfig::default()
-    };
     let engine = Engine::start(store.clone(), Registry::with_builtins(), cfg);
     let watcher = progress::Watcher::start(&store, show_progress, print_events);
     let submission = engine.submit_text(text).await?;

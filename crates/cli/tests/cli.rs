@@ -1462,3 +1462,43 @@ fn run_with_one_worker_and_concurrency_one() {
     // One step at a time: the two sleeps (300 + 200 ms) no longer overlap.
     assert!(v["duration"].as_u64().unwrap() >= 500, "{v:#}");
 }
+
+// ---------------------------------------------------------------------------
+// Limits from flags and the environment
+// ---------------------------------------------------------------------------
+
+#[test]
+fn limits_come_from_flags() {
+    let plan = example("parallel-analysis.json");
+    let r = run_baton(&["validate", "--max-steps", "2", path_arg(&plan)]);
+    assert_eq!(r.code(), Some(2), "{}", r.describe());
+    assert!(
+        r.stderr.contains("$.steps: 4 steps, over the limit of 2"),
+        "{}",
+        r.describe()
+    );
+    let r = run_baton(&["run", "--max-input-bytes", "5", path_arg(&plan)]);
+    assert_eq!(r.code(), Some(2), "{}", r.describe());
+    assert!(
+        r.stderr
+            .contains("$.steps[0].input: input is 10 bytes, over the limit of 5 bytes"),
+        "{}",
+        r.describe()
+    );
+}
+
+#[test]
+fn limits_come_from_the_environment() {
+    let plan = example("fallback.json");
+    let out = std::process::Command::new(baton())
+        .args(["run", path_arg(&plan)])
+        .env("BATON_MAX_FALLBACK_DEPTH", "0")
+        .output()
+        .expect("baton runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("$.fallbackPlan: fallback plans nested 1 deep, over the limit of 0"),
+        "{stderr}"
+    );
+}
