@@ -2,10 +2,12 @@
 //! embedded engine (`baton run`) and as the reference the Redis store must
 //! match (both run one conformance suite).
 //!
-//! Queue, schedule, lease and deadline entries are deleted lazily: a
-//! transition that makes an entry obsolete leaves it in place, and whoever
-//! later pops it checks it against the step's current state. That keeps every
-//! transition O(affected steps) instead of O(queue length).
+//! Queue and schedule entries are deleted lazily: a transition that makes
+//! one obsolete (a plan ending with steps still queued) leaves it in place,
+//! and whoever later pops it checks it against the step's current state, so
+//! every transition stays O(affected steps) instead of O(queue length).
+//! Lease and deadline entries leave their indexes as steps and plans end, so
+//! those indexes hold only what is live.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
