@@ -40,7 +40,7 @@ async fn shutdown_finishes_running_steps_and_hands_back_the_rest() {
             .await
             .expect("steps start")
             .unwrap();
-        if e.kind == EventKind::StepStarted && &*e.plan_id == id {
+        if e.kind == EventKind::StepStarted && *e.plan_id == *id {
             started += 1;
         }
     }
