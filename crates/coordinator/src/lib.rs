@@ -109,26 +109,45 @@ impl<S: Store> Coordinator<S> {
         Ok(())
     }
 
+    /// Handles lifecycle items one by one: each is acknowledged once done
+    /// (or once it turns out to concern a plan that no longer exists), so a
+    /// failing item is retried later without holding up the others.
     async fn handle_lifecycle(&self) -> StoreResult<()> {
         loop {
             let items = self.store.take_lifecycle(64).await?;
             if items.is_empty() {
                 return Ok(());
             }
+            let mut done = Vec::with_capacity(items.len());
+            let mut failed = None;
             for item in &items {
-                match item {
-                    LifecycleItem::StartFallback { plan_id } => {
-                        self.start_fallback(plan_id).await?
-                    }
+                let handled = match item {
+                    LifecycleItem::StartFallback { plan_id } => self.start_fallback(plan_id).await,
                     LifecycleItem::FallbackEnded {
                         parent_id,
                         child_id,
-                    } => {
-                        self.store.finish_from_fallback(parent_id, child_id).await?;
+                    } => self
+                        .store
+                        .finish_from_fallback(parent_id, child_id)
+                        .await
+                        .map(drop),
+                };
+                match handled {
+                    Ok(()) => done.push(item.clone()),
+                    Err(StoreError::PlanNotFound(id)) => {
+                        tracing::info!(plan = %id, ?item, "lifecycle work for a plan that is gone");
+                        done.push(item.clone());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, ?item, "lifecycle work failed; will retry");
+                        failed = Some(e);
                     }
                 }
             }
-            self.store.ack_lifecycle(&items).await?;
+            self.store.ack_lifecycle(&done).await?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
         }
     }
 

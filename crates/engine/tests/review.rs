@@ -1,8 +1,9 @@
-//! Adversarial review of the embedded engine: each `#[ignore = "BUG: ..."]`
-//! test demonstrates a defect (run with `-- --ignored` to see it fail); the
-//! other tests are probes of corner cases (sequential plans with retries,
-//! joins, failFast and timeouts; fallbacks and cancels; lease races; purges)
-//! that the existing suites do not cover and that the engine gets right.
+//! Adversarial corner cases of the embedded engine: regressions for defects
+//! an adversarial review found (stale entries of a purged plan whose id is
+//! reused, lifecycle work for plans that are gone, fallback ids, dead-letter
+//! growth, overflowing delays), and probes of cases the other suites do not
+//! cover (sequential plans with retries, joins, failFast and timeouts;
+//! fallbacks and cancels; lease races; purges).
 //!
 //! Store-level tests drive a [`MemoryStore`] through the [`Store`] trait and
 //! run the coordinator one `tick` at a time, so every interleaving is chosen
@@ -117,12 +118,10 @@ fn started_order(evs: &[Event]) -> Vec<String> {
 
 // ------------------------------------------------------------------- bugs
 
-/// `claim` pops lazily deleted queue entries `(plan id, step index)` and
-/// indexes `plan.steps[i]` of whatever plan now holds that id. After a
-/// cancelled plan is purged and its id reused by a plan with fewer steps,
-/// the stale entry indexes out of bounds: the claiming worker panics.
+/// A lazily deleted queue entry of a cancelled, purged plan must not be
+/// taken for a step of a later plan with the same id (and fewer steps):
+/// entries carry the plan's incarnation, and a missing step is stale.
 #[tokio::test]
-#[ignore = "BUG: MemoryStore::claim panics on a stale queue entry after a purged plan id is reused"]
 async fn stale_queue_entry_after_id_reuse_does_not_panic_claim() {
     let r = rig();
     let id = "rv-reuse-queue";
@@ -143,10 +142,8 @@ async fn stale_queue_entry_after_id_reuse_does_not_panic_claim() {
     assert_eq!(ids(&jobs), vec![format!("{id}.only#1")]);
 }
 
-/// Same flaw in `promote_due`: a retry scheduled for step 1 of a plan that
-/// was cancelled and purged is promoted into the plan that reused the id.
+/// The same for a scheduled retry of a cancelled, purged plan.
 #[tokio::test]
-#[ignore = "BUG: MemoryStore::promote_due panics on a stale retry after a purged plan id is reused"]
 async fn stale_retry_after_id_reuse_does_not_panic_claim() {
     let r = rig();
     let id = "rv-reuse-retry";
@@ -169,14 +166,10 @@ async fn stale_retry_after_id_reuse_does_not_panic_claim() {
     assert_eq!(ids(&jobs), vec![format!("{id}.only#1")]);
 }
 
-/// `Coordinator::handle_lifecycle` returns at the first item that fails,
-/// without acknowledging the batch, and `MemoryStore::take_lifecycle` never
-/// hands taken-but-unacknowledged items out again (`lifecycle_taken` is only
-/// ever written). One bad item (here: the end of a fallback whose parent
-/// was already purged) therefore drops every other item of its batch: plan
-/// Q's fallback is never started and Q stays `running` forever.
+/// Lifecycle work about plans that are gone (the end of a fallback whose
+/// parent was purged) must not hold up the rest of its batch: plan Q's
+/// fallback still starts and Q ends.
 #[tokio::test]
-#[ignore = "BUG: one failing lifecycle item drops its whole batch; another plan's fallback never starts"]
 async fn failing_lifecycle_item_does_not_lose_the_rest_of_its_batch() {
     let r = rig();
     let p = "rv-poison-p";
@@ -198,18 +191,18 @@ async fn failing_lifecycle_item_does_not_lose_the_rest_of_its_batch() {
         Some(PlanStatus::Running)
     );
     // P is cancelled (its child not yet: cancel_plan cancels them one after
-    // the other) and purged by retention before its child ends.
+    // the other); the child then ends, queueing FallbackEnded{P}; and P and
+    // its fallback are purged by retention before the coordinator gets to
+    // that item, which now names plans that are gone.
     assert!(r.store.cancel(p).await.unwrap().cancelled);
-    assert_eq!(r.store.purge_ended(now_ms() + 1).await.unwrap(), 1);
-
     submit_to(&r.planner, &with_fallback(q)).await;
     let jobs = claim_all(&r.store).await;
-    // P's fallback ends (FallbackEnded{P} queued), then Q fails
-    // (StartFallback{Q} queued behind it).
     r.store
         .complete(&job_of(&jobs, &p_child, "fb").key, Value::Null)
         .await
         .unwrap();
+    assert_eq!(r.store.purge_ended(now_ms() + 1).await.unwrap(), 2);
+    // Q fails: StartFallback{Q} is queued behind the stale item.
     r.store
         .fail(&job_of(&jobs, q, "a").key, "boom", None)
         .await
@@ -230,13 +223,10 @@ async fn failing_lifecycle_item_does_not_lose_the_rest_of_its_batch() {
     );
 }
 
-/// `Coordinator::start_fallback` links `<id>/fallback` and ignores that
-/// `create_plan` returned `false` because a plan with that id already exists
-/// (the fallback of an earlier plan with the same id, which outlived its
-/// purged parent). The parent then waits for a `FallbackEnded` that never
-/// comes: it never reaches a terminal state (guarantee 4).
+/// A fallback still running when its cancelled parent is purged goes with
+/// it, so a later plan with the same id gets a fallback of its own and ends
+/// (guarantee 4) instead of waiting on an old one.
 #[tokio::test]
-#[ignore = "BUG: start_fallback ignores create_plan=false; a reused id waits forever on a stale fallback"]
 async fn fallback_id_taken_by_an_earlier_incarnation_still_ends_the_plan() {
     let r = rig();
     let p = "rv-stale-child";
@@ -250,17 +240,15 @@ async fn fallback_id_taken_by_an_earlier_incarnation_still_ends_the_plan() {
         .await
         .unwrap();
     tick(&r.coord).await.unwrap();
-    // The parent is cancelled and purged while its fallback still runs.
+    // The parent is cancelled and purged while its fallback still runs:
+    // the fallback goes with it, so it cannot hold the next plan's
+    // fallback id.
     assert!(r.store.cancel(p).await.unwrap().cancelled);
-    assert_eq!(r.store.purge_ended(now_ms() + 1).await.unwrap(), 1);
-    // Same id submitted again; the old fallback then ends.
+    assert_eq!(r.store.purge_ended(now_ms() + 1).await.unwrap(), 2);
+    assert_eq!(r.store.status(&child).await.unwrap(), None);
+    // Same id submitted again.
     submit_to(&r.planner, &plan).await;
     let jobs = claim_all(&r.store).await;
-    r.store
-        .complete(&job_of(&jobs, &child, "fb").key, Value::Null)
-        .await
-        .unwrap();
-    tick(&r.coord).await.unwrap();
     // The new incarnation fails and wants its own fallback.
     r.store
         .fail(&job_of(&jobs, p, "a").key, "boom", None)
@@ -279,14 +267,14 @@ async fn fallback_id_taken_by_an_earlier_incarnation_still_ends_the_plan() {
         status.is_some_and(PlanStatus::is_terminal),
         "plan {p} is still {status:?}: it waits on a fallback that will never run"
     );
+    let result = r.store.result(p).await.unwrap().expect("ended");
+    assert!(result.fallback_used && result.success, "{result:?}");
+    assert_eq!(result.fallback.as_ref().unwrap().plan_id, child);
 }
 
-/// Dead letters are kept in a `Vec` that nothing ever trims: purging a plan
-/// leaves its dead letters behind and the `Store` trait has no way to remove
-/// them, so a long-running engine grows without bound (one entry, with the
-/// full error text, per step that ever failed for good).
+/// Purging a plan drops its dead letters: a long-running engine does not
+/// grow by one entry per step that ever failed for good.
 #[tokio::test]
-#[ignore = "BUG: dead letters of purged plans are kept forever (unbounded growth)"]
 async fn purging_a_plan_drops_its_dead_letters() {
     let r = rig();
     let id = "rv-dead-purge";
@@ -313,13 +301,9 @@ async fn purging_a_plan_drops_its_dead_letters() {
     );
 }
 
-/// `MemoryStore::fail` computes `now + delay` unchecked: a huge retry delay
-/// (the backoff functions saturate to `u64::MAX` on purpose) panics with
-/// an overflow in debug builds (after the step was already set to
-/// `scheduled`, with no schedule entry) and wraps to an immediate retry in
-/// release builds. It should saturate, as `PlanRec::new` does for deadlines.
+/// A huge retry delay (the backoff functions saturate to `u64::MAX`) does
+/// not overflow the clock arithmetic: the retry is scheduled, never due.
 #[tokio::test]
-#[ignore = "BUG: MemoryStore::fail overflows on now + retry delay (u64::MAX from saturating backoff)"]
 async fn huge_retry_delay_does_not_overflow() {
     let r = rig();
     let id = "rv-huge-delay";

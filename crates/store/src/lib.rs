@@ -115,7 +115,8 @@ pub trait Store: Clone + Send + Sync + Unpin + 'static {
     fn wait_for_coordinator_work(&self, max_wait_ms: u64) -> impl Future<Output = ()> + Send;
 
     /// Lifecycle work for the coordinator (fallbacks to start, child plans
-    /// that ended). Items stay owned by the caller until acknowledged.
+    /// that ended). Items stay owned by the caller until acknowledged; items
+    /// taken and never acknowledged are handed out again.
     fn take_lifecycle(
         &self,
         max: usize,

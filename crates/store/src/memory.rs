@@ -70,20 +70,27 @@ struct State {
     log: EventLog,
     lifecycle: VecDeque<LifecycleItem>,
     lifecycle_taken: Vec<LifecycleItem>,
-    dead: Vec<DeadLetter>,
     /// Ended plans in the order they ended, for retention.
-    ended: VecDeque<(u64, Arc<str>)>,
+    ended: VecDeque<(u64, Arc<str>, u64)>,
+    /// Incarnations handed out so far.
+    runs: u64,
 }
 
-type StepRef = (Arc<str>, u32);
+/// A retry waiting for its due time: (plan id, incarnation, step, attempt
+/// that failed).
+type ScheduledRetry = (Arc<str>, u64, u32, u32);
+
+/// A queued step: (plan id, plan incarnation, step index).
+type StepRef = (Arc<str>, u64, u32);
 
 #[derive(Default)]
 struct Sched {
     queues: HashMap<Arc<str>, VecDeque<StepRef>, foldhash::fast::RandomState>,
     /// (due, sequence) -> (plan, step, attempt that failed)
-    scheduled: BTreeMap<(u64, u64), (Arc<str>, u32, u32)>,
+    scheduled: BTreeMap<(u64, u64), ScheduledRetry>,
     /// (lease end, plan, step, attempt)
-    leases: BTreeSet<(u64, Arc<str>, u32, u32)>,
+    /// (lease end, plan, incarnation, step, attempt)
+    leases: BTreeSet<(u64, Arc<str>, u64, u32, u32)>,
     deadlines: BTreeSet<(u64, Arc<str>)>,
     seq: u64,
 }
@@ -94,8 +101,28 @@ impl Sched {
     fn release_lease(&mut self, plan: &PlanRec, step: usize) {
         let st = &plan.steps[step];
         if st.status == StepStatus::Running {
-            self.leases
-                .remove(&(st.lease_until, plan.id.clone(), step as u32, st.attempts));
+            self.leases.remove(&(
+                st.lease_until,
+                plan.id.clone(),
+                plan.run,
+                step as u32,
+                st.attempts,
+            ));
+        }
+    }
+
+    /// Queues a step of `plan` on its queue (at the back, or at the front
+    /// for a job handed back).
+    fn enqueue(&mut self, plan: &PlanRec, step: usize, front: bool) {
+        let queue = plan.queues[step]
+            .clone()
+            .unwrap_or_else(|| Arc::from("default"));
+        let q = self.queues.entry(queue).or_default();
+        let entry = (plan.id.clone(), plan.run, step as u32);
+        if front {
+            q.push_front(entry);
+        } else {
+            q.push_back(entry);
         }
     }
 }
@@ -119,6 +146,8 @@ struct Effects {
 
 struct PlanRec {
     id: Arc<str>,
+    /// This incarnation of the id (see [`JobKey::run`]).
+    run: u64,
     spec: ValidPlan,
     steps: Vec<StepRec>,
     queues: Vec<Option<Arc<str>>>,
@@ -135,6 +164,8 @@ struct PlanRec {
     fallback_child: Option<Arc<str>>,
     primary: Option<PlanResult>,
     result: Option<Arc<PlanResult>>,
+    /// Steps of this plan that failed for good.
+    dead: Vec<DeadLetter>,
     /// Shared with the global ring and live subscribers: one allocation
     /// per event, however many places hold it.
     events: Vec<Arc<Event>>,
@@ -305,7 +336,7 @@ impl EventLog {
 }
 
 impl PlanRec {
-    fn new(p: NewPlan, now: u64) -> PlanRec {
+    fn new(p: NewPlan, run: u64, now: u64) -> PlanRec {
         let n = p.plan.steps.len();
         let steps = p
             .plan
@@ -324,6 +355,7 @@ impl PlanRec {
             .collect();
         PlanRec {
             id: Arc::from(p.id.as_str()),
+            run,
             queues: p.queues,
             steps,
             status: PlanStatus::Running,
@@ -337,6 +369,7 @@ impl PlanRec {
             fallback_child: None,
             primary: None,
             result: None,
+            dead: Vec::new(),
             // Every step starts and ends, plus the plan's own events.
             events: Vec::with_capacity(2 * n + 4),
             waiters: Vec::new(),
@@ -351,6 +384,7 @@ impl PlanRec {
 
     fn holds(&self, key: &JobKey) -> bool {
         self.is_open()
+            && self.run == key.run
             && self
                 .steps
                 .get(key.step as usize)
@@ -376,6 +410,7 @@ impl PlanRec {
         Job {
             key: JobKey {
                 plan_id: self.id.clone(),
+                run: self.run,
                 step: step as u32,
                 attempt: self.steps[step].attempts,
             },
@@ -464,14 +499,7 @@ impl State {
             }
             StepKind::Agent { .. } => {
                 plan.steps[step].status = StepStatus::Ready;
-                let queue = plan.queues[step]
-                    .clone()
-                    .unwrap_or_else(|| Arc::from("default"));
-                self.sched
-                    .queues
-                    .entry(queue)
-                    .or_default()
-                    .push_back((pid.clone(), step as u32));
+                self.sched.enqueue(plan, step, false);
                 fx.wake_work = true;
                 None
             }
@@ -560,7 +588,7 @@ impl State {
         let attempts = st.attempts;
         plan.remaining -= 1;
         let spec = plan.spec(step);
-        self.dead.push(DeadLetter {
+        let letter = DeadLetter {
             plan_id: pid.to_string(),
             step_id: spec.id.to_string(),
             agent_id: spec.agent_id().map(str::to_string),
@@ -568,7 +596,8 @@ impl State {
             error: error.to_string(),
             attempts,
             at: now,
-        });
+        };
+        plan.dead.push(letter);
         self.log.push(
             plan,
             EventKind::StepDeadLettered,
@@ -726,7 +755,7 @@ impl State {
             fx.finished.push((waiters, result.clone()));
         }
         plan.result = Some(result);
-        self.ended.push_back((now, pid.clone()));
+        self.ended.push_back((now, pid.clone(), plan.run));
         if let Some(parent) = plan.parent.clone() {
             self.lifecycle.push_back(LifecycleItem::FallbackEnded {
                 parent_id: parent.to_string(),
@@ -742,12 +771,15 @@ impl State {
             if entry.key().0 > now {
                 break;
             }
-            let (pid, step, attempt) = entry.remove();
+            let (pid, run, step, attempt) = entry.remove();
             let Some(plan) = self.plans.get_mut(&pid) else {
                 continue;
             };
-            let open = plan.is_open();
-            let st = &mut plan.steps[step as usize];
+            // An entry of an earlier plan under the same id is stale.
+            let open = plan.is_open() && plan.run == run;
+            let Some(st) = plan.steps.get_mut(step as usize) else {
+                continue;
+            };
             if !open || st.status != StepStatus::Scheduled || st.attempts != attempt {
                 continue;
             }
@@ -781,7 +813,8 @@ impl Store for MemoryStore {
             if st.plans.contains_key(plan.id.as_str()) {
                 return Ok(false);
             }
-            let mut rec = PlanRec::new(plan, now);
+            st.runs += 1;
+            let mut rec = PlanRec::new(plan, st.runs, now);
             let pid = rec.id.clone();
             let n = rec.steps.len();
             let data = json!({ "steps": n, "parent": rec.parent.as_deref() });
@@ -826,6 +859,7 @@ impl Store for MemoryStore {
                 fail_fast: false,
                 fallback: None,
             };
+            st.runs += 1;
             let mut rec = PlanRec::new(
                 NewPlan {
                     id: plan_id.to_string(),
@@ -834,6 +868,7 @@ impl Store for MemoryStore {
                     parent: None,
                     submitted_at: now,
                 },
+                st.runs,
                 now,
             );
             let mut result = rec.build_result(PlanStatus::Rejected, now);
@@ -857,7 +892,8 @@ impl Store for MemoryStore {
             fx.finished
                 .push((std::mem::take(&mut plan.waiters), result.clone()));
             plan.result = Some(result);
-            st.ended.push_back((now, pid));
+            let run = plan.run;
+            st.ended.push_back((now, pid, run));
             Ok(true)
         })
     }
@@ -882,7 +918,7 @@ impl Store for MemoryStore {
             }
             for q in queues {
                 while jobs.len() < max {
-                    let Some((pid, step)) = st
+                    let Some((pid, run, step)) = st
                         .sched
                         .queues
                         .get_mut(q.as_str())
@@ -894,18 +930,25 @@ impl Store for MemoryStore {
                         continue;
                     };
                     let i = step as usize;
-                    if !plan.is_open() || plan.steps[i].status != StepStatus::Ready {
+                    // Stale: the plan ended, or an earlier plan of that id.
+                    let ready = plan.run == run
+                        && plan.is_open()
+                        && plan
+                            .steps
+                            .get(i)
+                            .is_some_and(|s| s.status == StepStatus::Ready);
+                    if !ready {
                         continue;
                     }
                     let s = &mut plan.steps[i];
                     s.status = StepStatus::Running;
                     s.attempts += 1;
                     s.first_started.get_or_insert(now);
-                    s.lease_until = now + lease_ms;
+                    s.lease_until = now.saturating_add(lease_ms);
                     let attempt = s.attempts;
                     st.sched
                         .leases
-                        .insert((s.lease_until, pid.clone(), step, attempt));
+                        .insert((s.lease_until, pid.clone(), run, step, attempt));
                     st.log.push(
                         plan,
                         EventKind::StepStarted,
@@ -969,14 +1012,7 @@ impl Store for MemoryStore {
                 s.first_started = None;
             }
             // First in line again: it was already at the head once.
-            let queue = plan.queues[i]
-                .clone()
-                .unwrap_or_else(|| Arc::from("default"));
-            st.sched
-                .queues
-                .entry(queue)
-                .or_default()
-                .push_front((plan.id.clone(), job.step));
+            st.sched.enqueue(plan, i, true);
             fx.wake_work = true;
             true
         }))
@@ -1009,10 +1045,14 @@ impl Store for MemoryStore {
             }
             st.sched.release_lease(plan, job.step as usize);
             let s = &mut plan.steps[job.step as usize];
-            s.lease_until = now + lease_ms;
-            st.sched
-                .leases
-                .insert((s.lease_until, plan.id.clone(), job.step, job.attempt));
+            s.lease_until = now.saturating_add(lease_ms);
+            st.sched.leases.insert((
+                s.lease_until,
+                plan.id.clone(),
+                plan.run,
+                job.step,
+                job.attempt,
+            ));
             true
         }))
     }
@@ -1061,7 +1101,7 @@ impl Store for MemoryStore {
                     let s = &mut plan.steps[i];
                     s.status = StepStatus::Scheduled;
                     s.error = Some(error.to_string());
-                    let due = now + delay;
+                    let due = now.saturating_add(delay);
                     st.log.push(
                         plan,
                         EventKind::StepRetrying,
@@ -1073,7 +1113,7 @@ impl Store for MemoryStore {
                     st.sched.seq += 1;
                     st.sched
                         .scheduled
-                        .insert((due, st.sched.seq), (pid, job.step, job.attempt));
+                        .insert((due, st.sched.seq), (pid, job.run, job.step, job.attempt));
                     fx.wake_work = true;
                 }
                 None => st.fail_for_good(&pid, i, error, now, fx),
@@ -1113,12 +1153,13 @@ impl Store for MemoryStore {
             let mut out = Vec::new();
             let mut stale = Vec::new();
             for entry in st.sched.leases.iter() {
-                let (until, pid, step, attempt) = entry;
+                let (until, pid, run, step, attempt) = entry;
                 if *until > now_ms {
                     break;
                 }
                 let key = JobKey {
                     plan_id: pid.clone(),
+                    run: *run,
                     step: *step,
                     attempt: *attempt,
                 };
@@ -1191,10 +1232,14 @@ impl Store for MemoryStore {
     }
 
     async fn take_lifecycle(&self, max: usize) -> StoreResult<Vec<LifecycleItem>> {
+        // Items taken but never acknowledged (their handling failed) come
+        // first, again: lifecycle work is retried until done.
         let mut st = self.inner.state.lock();
-        let n = max.min(st.lifecycle.len());
-        let items: Vec<LifecycleItem> = st.lifecycle.drain(..n).collect();
-        st.lifecycle_taken.extend(items.iter().cloned());
+        let mut items: Vec<LifecycleItem> = st.lifecycle_taken.iter().take(max).cloned().collect();
+        let n = (max - items.len()).min(st.lifecycle.len());
+        let fresh: Vec<LifecycleItem> = st.lifecycle.drain(..n).collect();
+        st.lifecycle_taken.extend(fresh.iter().cloned());
+        items.extend(fresh);
         Ok(items)
     }
 
@@ -1365,7 +1410,14 @@ impl Store for MemoryStore {
     }
 
     async fn dead_letters(&self) -> StoreResult<Vec<DeadLetter>> {
-        Ok(self.inner.state.lock().dead.clone())
+        let st = self.inner.state.lock();
+        let mut all: Vec<DeadLetter> = st
+            .plans
+            .values()
+            .flat_map(|p| p.dead.iter().cloned())
+            .collect();
+        all.sort_by_key(|d| d.at);
+        Ok(all)
     }
 
     async fn purge_ended(&self, before_ms: u64) -> StoreResult<usize> {
@@ -1379,10 +1431,21 @@ impl Store for MemoryStore {
                 let mut st = self.inner.state.lock();
                 while removed.len() < BATCH {
                     match st.ended.front() {
-                        Some((at, _)) if *at < before_ms => {
-                            let (_, pid) = st.ended.pop_front().expect("peeked");
-                            if let Some(p) = st.plans.remove(&pid) {
-                                removed.push(p);
+                        Some((at, _, _)) if *at < before_ms => {
+                            let (_, pid, run) = st.ended.pop_front().expect("peeked");
+                            // The plan goes with its fallback chain (a fallback
+                            // left behind could otherwise hold the id of the
+                            // next plan's fallback).
+                            let mut next = Some((pid, run));
+                            while let Some((id, run)) = next.take() {
+                                if st.plans.get(&id).is_some_and(|p| p.run == run) {
+                                    let p = st.plans.remove(&id).expect("checked");
+                                    next = p.fallback_child.clone().and_then(|child| {
+                                        let run = st.plans.get(&child)?.run;
+                                        Some((child, run))
+                                    });
+                                    removed.push(p);
+                                }
                             }
                         }
                         _ => break,

@@ -94,6 +94,9 @@ pub struct NewPlan {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct JobKey {
     pub plan_id: Arc<str>,
+    /// Which incarnation of the plan id: an id can be used again once its
+    /// plan is purged, and a late report of the old plan must not count.
+    pub run: u64,
     pub step: u32,
     pub attempt: u32,
 }
