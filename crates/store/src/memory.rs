@@ -86,7 +86,7 @@ type StepRef = (Arc<str>, u64, u32);
 #[derive(Default)]
 struct Sched {
     queues: HashMap<Arc<str>, VecDeque<StepRef>, foldhash::fast::RandomState>,
-    /// (due, sequence) -> (plan, step, attempt that failed)
+    /// (due, sequence) -> the retry
     scheduled: BTreeMap<(u64, u64), ScheduledRetry>,
     /// (lease end, plan, step, attempt)
     /// (lease end, plan, incarnation, step, attempt)
