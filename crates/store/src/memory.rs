@@ -88,7 +88,6 @@ struct Sched {
     queues: HashMap<Arc<str>, VecDeque<StepRef>, foldhash::fast::RandomState>,
     /// (due, sequence) -> the retry
     scheduled: BTreeMap<(u64, u64), ScheduledRetry>,
-    /// (lease end, plan, step, attempt)
     /// (lease end, plan, incarnation, step, attempt)
     leases: BTreeSet<(u64, Arc<str>, u64, u32, u32)>,
     deadlines: BTreeSet<(u64, Arc<str>)>,
