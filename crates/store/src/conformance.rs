@@ -9,8 +9,9 @@
 //! prefix. Some operations of the trait are store-wide, so a few checks
 //! touch more than their own plans:
 //!
-//! - [`purge_removes_only_ended_plans`] purges every ended plan of the store:
-//!   run it alone, or last (as [`run_all`] does);
+//! - [`purge_removes_only_ended_plans`] and [`purged_ids_start_afresh`]
+//!   purge every ended plan of the store: run them alone, or last (as
+//!   [`run_all`] does);
 //! - [`deadlines_time_plans_out`] and [`timed_out_plan_runs_its_fallback`]
 //!   are the only checks whose plans have a deadline; each ignores the other
 //!   plans `expire_deadlines` returns, and the second does not rely on its
@@ -1619,6 +1620,65 @@ pub async fn wait_for_work_wakes_up<S: Store>(store: &S, prefix: &str) {
 
 /// Runs every check on one store: all but the purge check concurrently,
 /// each under its own prefix, then the purge check.
+/// A purged plan leaves nothing behind: its dead letters go with it, and
+/// when its id is used again, the old plan's queued steps, late reports and
+/// leases never touch the new one. Purges the whole store: run it alone or
+/// last.
+pub async fn purged_ids_start_afresh<S: Store>(store: &S, prefix: &str) {
+    let id = plan_id(prefix, "reused");
+    create(
+        store,
+        prefix,
+        &id,
+        json!({ "steps": [step("a", &[]), step("b", &[]), step("c", &[])] }),
+    )
+    .await;
+    let jobs = claim(store, prefix, 2).await;
+    assert_eq!(ids(&jobs), ["a", "b"], "two of the three ready steps");
+    let (old_a, old_b) = (jobs[0].clone(), jobs[1].clone());
+    // b fails for good (a dead letter), then the plan is cancelled with a
+    // still running and c still queued.
+    assert_recorded(fail(store, &old_b.key, "boom", None).await, "fail b");
+    assert!(
+        store.cancel(&id).await.expect("cancel").cancelled,
+        "the plan was open"
+    );
+    store.purge_ended(u64::MAX).await.expect("purge_ended");
+    assert_eq!(status(store, &id).await, None, "the plan is purged");
+    let letters = store.dead_letters().await.expect("dead_letters");
+    assert!(
+        letters.iter().all(|d| d.plan_id != id),
+        "a purged plan's dead letters are purged with it: {letters:?}"
+    );
+
+    // The same id, now a plan of one step.
+    create(store, prefix, &id, json!({ "steps": [step("a", &[])] })).await;
+    assert_stale(
+        complete(store, &old_a.key, json!("late")).await,
+        "a late completion of the purged plan",
+    );
+    assert!(
+        !store
+            .extend_lease(&old_a.key, LEASE_MS)
+            .await
+            .expect("extend_lease"),
+        "the purged plan's lease is not the new plan's"
+    );
+    let a = claim_one(store, prefix, &id, "a").await;
+    assert_ne!(a.key.run, old_a.key.run, "a new incarnation of the id");
+    assert_nothing_ready(
+        store,
+        prefix,
+        "the purged plan's queued c is not the new plan's",
+    )
+    .await;
+    assert_recorded(
+        complete(store, &a.key, json!(1)).await,
+        "complete the new a",
+    );
+    assert_eq!(status(store, &id).await, Some(PlanStatus::Succeeded));
+}
+
 pub async fn run_all<S: Store>(store: &S, prefix: &str) {
     let p: Vec<String> = (0..=21).map(|i| format!("{prefix}c{i:02}")).collect();
     tokio::join!(
@@ -1647,4 +1707,5 @@ pub async fn run_all<S: Store>(store: &S, prefix: &str) {
         wait_for_work_wakes_up(store, &p[21]),
     );
     purge_removes_only_ended_plans(store, &p[17]).await;
+    purged_ids_start_afresh(store, &p[0]).await;
 }

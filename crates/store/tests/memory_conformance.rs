@@ -110,6 +110,11 @@ async fn wait_for_work_wakes_up() {
     conformance::wait_for_work_wakes_up(&MemoryStore::new(), "mem").await;
 }
 
+#[tokio::test]
+async fn purged_ids_start_afresh() {
+    conformance::purged_ids_start_afresh(&MemoryStore::new(), "mem").await;
+}
+
 /// Every check at once on one store, on a multi-threaded runtime: the
 /// prefixes keep them apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
