@@ -1653,6 +1653,11 @@ pub async fn purged_ids_start_afresh<S: Store>(store: &S, prefix: &str) {
 
     // The same id, now a plan of one step.
     create(store, prefix, &id, json!({ "steps": [step("a", &[])] })).await;
+    let a = claim_one(store, prefix, &id, "a").await;
+    assert_ne!(a.key.run, old_a.key.run, "a new incarnation of the id");
+    // The new a runs as attempt 1, like the old a did: only the incarnation
+    // tells the old plan's late reports apart.
+    assert_eq!(a.key.attempt, old_a.key.attempt);
     assert_stale(
         complete(store, &old_a.key, json!("late")).await,
         "a late completion of the purged plan",
@@ -1664,8 +1669,6 @@ pub async fn purged_ids_start_afresh<S: Store>(store: &S, prefix: &str) {
             .expect("extend_lease"),
         "the purged plan's lease is not the new plan's"
     );
-    let a = claim_one(store, prefix, &id, "a").await;
-    assert_ne!(a.key.run, old_a.key.run, "a new incarnation of the id");
     assert_nothing_ready(
         store,
         prefix,
