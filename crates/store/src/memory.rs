@@ -1461,3 +1461,48 @@ impl Store for MemoryStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_plan::{validate_value, Limits};
+
+    struct Any;
+    impl baton_plan::Catalog for Any {
+        fn check(&self, _: &str, _: &str, _: &Value) -> Result<(), baton_plan::ActionProblem> {
+            Ok(())
+        }
+    }
+
+    fn plan(id: &str) -> NewPlan {
+        let doc = json!({"steps": [{"id": "a", "agentId": "system", "action": "noop"}]});
+        NewPlan {
+            id: id.to_string(),
+            plan: validate_value(&doc, &Any, &Limits::default()).unwrap(),
+            queues: vec![Some(Arc::from("q"))],
+            parent: None,
+            submitted_at: now_ms(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_global_event_ring_keeps_the_newest_events_up_to_its_cap() {
+        let store = MemoryStore::with_config(MemoryConfig {
+            global_events: 5,
+            live_events: 16,
+        });
+        for i in 0..3 {
+            assert!(store.create_plan(plan(&format!("p{i}"))).await.unwrap());
+        }
+        assert_eq!(store.plan_count(), 3);
+        // Each plan records plan:submitted and plan:started: 6 events, 5 kept.
+        let ring = store.global_events();
+        assert_eq!(ring.len(), 5);
+        let ids: Vec<u64> = ring.iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec![2, 3, 4, 5, 6], "the oldest event went first");
+        assert_eq!(&*ring[4].plan_id, "p2");
+        assert_eq!(ring[4].kind, EventKind::PlanStarted);
+        // The plan's own log is not capped by the ring.
+        assert_eq!(store.events("p0", 0).await.unwrap().len(), 2);
+    }
+}
