@@ -4,6 +4,8 @@
 //! serves as the plan validator's [`baton_plan::Catalog`], so a plan naming an
 //! agent, action or input that cannot run is rejected before it is queued.
 
+mod config;
+pub mod http;
 mod registry;
 pub mod system;
 
@@ -13,6 +15,7 @@ use futures::future::BoxFuture;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
+pub use config::{AgentsConfig, ConfigError};
 pub use registry::Registry;
 
 /// Everything an agent gets for one attempt of one step.
@@ -123,7 +126,7 @@ pub trait Agent: Send + Sync {
     }
 
     /// The actions it answers.
-    fn actions(&self) -> &[&'static str];
+    fn actions(&self) -> Vec<&str>;
 
     /// Checks a step's input before the plan is accepted.
     fn check_input(&self, _action: &str, _input: &Value) -> Result<(), String> {

@@ -62,6 +62,14 @@ impl Registry {
     }
 }
 
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.agents.iter().map(|(id, a)| (id, a.actions())))
+            .finish()
+    }
+}
+
 impl Catalog for Registry {
     fn check(&self, agent_id: &str, action: &str, input: &Value) -> Result<(), ActionProblem> {
         let agent = self

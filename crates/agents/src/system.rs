@@ -25,8 +25,8 @@ impl Agent for SystemAgent {
         "system"
     }
 
-    fn actions(&self) -> &[&'static str] {
-        &["noop", "echo", "sleep", "fail"]
+    fn actions(&self) -> Vec<&str> {
+        vec!["noop", "echo", "sleep", "fail"]
     }
 
     fn check_input(&self, action: &str, input: &Value) -> Result<(), String> {
