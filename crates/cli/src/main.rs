@@ -30,6 +30,36 @@ struct Cli {
     command: Command,
 }
 
+/// Where agents beyond the built-ins are defined.
+#[derive(clap::Args, Clone)]
+struct AgentArgs {
+    /// Agents file (TOML): HTTP agents and the hosts they may call.
+    #[arg(long, env = "BATON_AGENTS")]
+    agents: Option<PathBuf>,
+}
+
+impl AgentArgs {
+    /// The registry: built-ins plus the agents file's, or why the file is
+    /// unusable.
+    fn registry(&self) -> Result<Registry, baton_agents::ConfigError> {
+        match &self.agents {
+            None => Ok(Registry::with_builtins()),
+            Some(path) => {
+                let cfg = baton_agents::AgentsConfig::load(path)?;
+                Registry::with_config(&cfg, &path.display().to_string())
+            }
+        }
+    }
+
+    /// The registry, or the invalid-input exit after printing why not.
+    fn registry_or_exit(&self) -> std::result::Result<Registry, ExitCode> {
+        self.registry().map_err(|e| {
+            eprintln!("baton: invalid agents file: {e}");
+            ExitCode::from(EXIT_INVALID)
+        })
+    }
+}
+
 /// Limits a plan must stay within (defaults: `baton_plan::Limits`).
 #[derive(clap::Args, Clone)]
 struct LimitArgs {
@@ -79,6 +109,8 @@ enum Command {
         events: bool,
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        agents: AgentArgs,
     },
     /// Check a plan and print every error in it.
     Validate {
@@ -86,6 +118,8 @@ enum Command {
         file: PathBuf,
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        agents: AgentArgs,
     },
     /// Print the JSON Schema of the plan format.
     Schema,
@@ -115,12 +149,19 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { file, limits } => {
+        Command::Validate {
+            file,
+            limits,
+            agents,
+        } => {
             let text = match read_plan_or_exit(&file) {
                 Ok(t) => t,
                 Err(code) => return Ok(code),
             };
-            let registry = Registry::with_builtins();
+            let registry = match agents.registry_or_exit() {
+                Ok(r) => r,
+                Err(code) => return Ok(code),
+            };
             match baton_plan::parse_and_validate(&text, &registry, &limits.limits()) {
                 Ok(plan) => {
                     println!(
@@ -141,6 +182,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             no_progress,
             events,
             limits,
+            agents,
         } => {
             let text = match read_plan_or_exit(&file) {
                 Ok(t) => t,
@@ -159,7 +201,11 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 limits: limits.limits(),
                 ..EngineConfig::default()
             };
-            runtime.block_on(run(&file, &text, cfg, show, events))
+            let registry = match agents.registry_or_exit() {
+                Ok(r) => r,
+                Err(code) => return Ok(code),
+            };
+            runtime.block_on(run(&file, &text, registry, cfg, show, events))
         }
     }
 }
@@ -167,12 +213,13 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
 async fn run(
     file: &std::path::Path,
     text: &str,
+    registry: Registry,
     cfg: EngineConfig,
     show_progress: bool,
     print_events: bool,
 ) -> Result<ExitCode> {
     let store = MemoryStore::new();
-    let engine = Engine::start(store.clone(), Registry::with_builtins(), cfg);
+    let engine = Engine::start(store.clone(), registry, cfg);
     let watcher = progress::Watcher::start(&store, show_progress, print_events);
     let submission = engine.submit_text(text).await?;
     let code = match submission {

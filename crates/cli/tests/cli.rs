@@ -1502,3 +1502,131 @@ fn limits_come_from_the_environment() {
         "{stderr}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// HTTP agents: the Python example agent, reached through an agents file
+// ---------------------------------------------------------------------------
+
+/// The example Python agent on a free port; killed on drop.
+struct PythonAgent {
+    child: std::process::Child,
+    url: String,
+}
+
+impl PythonAgent {
+    /// Starts it and waits for the line that names its address.
+    fn start() -> Option<PythonAgent> {
+        if !which("python3") {
+            eprintln!("python3 not found: skipping the HTTP agent test");
+            return None;
+        }
+        let mut child = std::process::Command::new("python3")
+            .arg(repo_root().join("examples/agents/reading_agent.py"))
+            .arg("0")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("the agent prints its address");
+        let url = line
+            .trim()
+            .strip_prefix("reading agent on ")
+            .expect("the address line")
+            .to_string();
+        Some(PythonAgent { child, url })
+    }
+}
+
+impl Drop for PythonAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agents_file(test: &str, url: &str) -> TempFile {
+    let toml = format!(
+        "[http]\nallowed_hosts = [\"127.0.0.1\"]\n\n[[agents]]\nkind = \"http\"\nid = \"reading\"\n\
+         url = \"{url}\"\nactions = [\"analyze\"]\ntimeout_ms = 5000\n"
+    );
+    TempFile::new(test, toml.as_bytes())
+}
+
+#[test]
+fn http_agents_in_any_language_run_plan_steps() {
+    let Some(agent) = PythonAgent::start() else {
+        return;
+    };
+    let agents = agents_file("http-agent", &agent.url);
+    let plan = example("http-agent.json");
+    let r = run_baton(&["run", "--events", "--agents", agents.arg(), path_arg(&plan)]);
+    assert_eq!(r.code(), Some(0), "{}", r.describe());
+    let v = r.json();
+    let results = results(&v);
+    let easy = results["easy"]["data"]["readingEase"].as_f64().unwrap();
+    let hard = results["hard"]["data"]["readingEase"].as_f64().unwrap();
+    assert!(easy > 90.0 && hard < 30.0, "{v:#}");
+    assert_eq!(results["report"]["data"]["easy"], results["easy"]["data"]);
+    // The agent's insight became an event of the step that produced it.
+    let insights: Vec<Value> = event_lines(&r.stderr)
+        .into_iter()
+        .filter(|e| e["type"] == "agent:insight")
+        .collect();
+    assert_eq!(insights.len(), 1, "{}", r.stderr);
+    assert_eq!(insights[0]["stepId"], "hard");
+    assert_eq!(insights[0]["agentId"], "reading");
+    assert_eq!(insights[0]["data"]["type"], "reading_too_hard");
+}
+
+#[test]
+fn an_http_agent_refusing_the_input_fails_the_step_for_good() {
+    let Some(agent) = PythonAgent::start() else {
+        return;
+    };
+    let agents = agents_file("http-agent-400", &agent.url);
+    let plan = TempFile::json(
+        "http-agent-400-plan",
+        &json!({"steps": [{"id": "s", "agentId": "reading", "action": "analyze",
+                           "input": {"text": 5},
+                           "retryPolicy": {"maxRetries": 3, "backoffMs": 10}}]}),
+    );
+    let r = run_baton(&["run", "--agents", agents.arg(), plan.arg()]);
+    assert_eq!(r.code(), Some(1), "{}", r.describe());
+    let v = r.json();
+    let s = &results(&v)["s"];
+    assert_eq!(s["attempts"], 1, "a 400 is not retried: {v:#}");
+    assert!(
+        s["error"]
+            .as_str()
+            .unwrap()
+            .contains("input.text must be a string"),
+        "{v:#}"
+    );
+}
+
+#[test]
+fn a_bad_agents_file_exits_2_naming_the_problem() {
+    let agents = agents_file("bad-agents", "http://example.com:80");
+    let plan = example("http-agent.json");
+    for cmd in ["run", "validate"] {
+        let r = run_baton(&[cmd, "--agents", agents.arg(), path_arg(&plan)]);
+        assert_eq!(r.code(), Some(2), "{}", r.describe());
+        assert!(
+            r.stderr
+                .contains("host 'example.com' is not in http.allowed_hosts (127.0.0.1)"),
+            "{}",
+            r.describe()
+        );
+    }
+    // Without the agents file the plan names an unknown agent.
+    let r = run_baton(&["validate", path_arg(&plan)]);
+    assert_eq!(r.code(), Some(2), "{}", r.describe());
+    assert!(
+        r.stderr
+            .contains("$.steps[0].agentId: unknown agent 'reading'"),
+        "{}",
+        r.describe()
+    );
+}
