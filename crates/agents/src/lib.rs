@@ -6,6 +6,7 @@
 
 mod config;
 pub mod http;
+pub mod learning;
 mod registry;
 pub mod system;
 
@@ -30,6 +31,54 @@ pub struct AgentCall<'a> {
     pub attempt: u32,
     /// Where the agent reports insights while it works.
     pub events: &'a dyn EventSink,
+    /// Where the agent keeps state across steps (e.g. a learner's model).
+    pub state: &'a dyn StateStore,
+}
+
+/// Durable agent state, shared by every worker: a JSON value per key with a
+/// version for optimistic updates (read, change, save if unchanged).
+pub trait StateStore: Send + Sync {
+    /// The value under `key` and its version; `None` when absent or expired.
+    fn load<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<(Value, u64)>, String>>;
+
+    /// Saves `value` if the version under `key` is still `expected` (0 for
+    /// absent); returns the new version, or `None` when someone else wrote
+    /// first. The entry expires `ttl_ms` after this write.
+    fn save<'a>(
+        &'a self,
+        key: &'a str,
+        value: Value,
+        expected: u64,
+        ttl_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<u64>, String>>;
+}
+
+/// A process-local [`StateStore`] for agents called outside a worker (tests,
+/// `baton` commands that try an agent directly).
+#[derive(Default)]
+pub struct LocalState(std::sync::Mutex<std::collections::HashMap<String, (Value, u64)>>);
+
+impl StateStore for LocalState {
+    fn load<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<(Value, u64)>, String>> {
+        let found = self.0.lock().expect("state lock").get(key).cloned();
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn save<'a>(
+        &'a self,
+        key: &'a str,
+        value: Value,
+        expected: u64,
+        _ttl_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<u64>, String>> {
+        let mut map = self.0.lock().expect("state lock");
+        let current = map.get(key).map_or(0, |(_, v)| *v);
+        let saved = (current == expected).then(|| {
+            map.insert(key.to_string(), (value, current + 1));
+            current + 1
+        });
+        Box::pin(std::future::ready(Ok(saved)))
+    }
 }
 
 /// The results of a step's dependencies, in the order they are listed.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use baton_plan::{ActionProblem, Catalog};
 use serde_json::Value;
 
-use crate::{system::SystemAgent, Agent};
+use crate::{learning::LearningAgent, system::SystemAgent, Agent};
 
 /// The agents a process can run, by id.
 #[derive(Clone, Default)]
@@ -25,6 +25,7 @@ impl Registry {
     pub fn with_builtins() -> Self {
         let mut r = Self::new();
         r.register(Arc::new(SystemAgent));
+        r.register(Arc::new(LearningAgent));
         r
     }
 

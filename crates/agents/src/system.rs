@@ -155,6 +155,7 @@ mod tests {
             dependencies: crate::Dependencies(&deps),
             attempt,
             events: &NoEvents,
+            state: &crate::LocalState::default(),
         };
         futures::executor::block_on(SystemAgent.call(call))
     }

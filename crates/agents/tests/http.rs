@@ -90,6 +90,7 @@ async fn call(agent: &HttpAgent, action: &str, events: &Recorded) -> Result<Valu
             dependencies: Dependencies(&deps),
             attempt: 2,
             events,
+            state: &baton_agents::LocalState::default(),
         })
         .await
 }

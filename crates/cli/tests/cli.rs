@@ -37,11 +37,12 @@ fn example(name: &str) -> PathBuf {
     p
 }
 
-const EXAMPLES: [&str; 4] = [
+const EXAMPLES: [&str; 5] = [
     "session-init.json",
     "parallel-analysis.json",
     "fallback.json",
     "sequential-session.json",
+    "learning-session.json",
 ];
 
 /// A file under the temp directory, unique to this process and test, removed

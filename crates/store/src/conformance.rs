@@ -1682,6 +1682,70 @@ pub async fn purged_ids_start_afresh<S: Store>(store: &S, prefix: &str) {
     assert_eq!(status(store, &id).await, Some(PlanStatus::Succeeded));
 }
 
+/// Agent state is versioned: a save succeeds only against the version it
+/// read (0 for absent), versions grow, and entries expire.
+pub async fn agent_state_is_versioned<S: Store>(store: &S, prefix: &str) {
+    let key = format!("{prefix}:state:learner");
+    assert_eq!(store.load_state(&key).await.expect("load_state"), None);
+    let v1 = store
+        .save_state(&key, json!({"m": 1}), 0, 60_000)
+        .await
+        .expect("save_state")
+        .expect("a first save against version 0 succeeds");
+    assert_eq!(
+        store
+            .save_state(&key, json!({"m": 9}), 0, 60_000)
+            .await
+            .expect("save_state"),
+        None,
+        "a save against a stale version loses"
+    );
+    assert_eq!(
+        store.load_state(&key).await.expect("load_state"),
+        Some((json!({"m": 1}), v1))
+    );
+    let v2 = store
+        .save_state(&key, json!({"m": 2}), v1, 60_000)
+        .await
+        .expect("save_state")
+        .expect("a save against the current version succeeds");
+    assert!(v2 > v1, "versions grow");
+
+    // An entry that expired reads as absent; only a save against 0 revives it.
+    let short = format!("{prefix}:state:short");
+    let v = store
+        .save_state(&short, json!(1), 0, 1)
+        .await
+        .expect("save_state")
+        .expect("saved");
+    let expired = async {
+        while store
+            .load_state(&short)
+            .await
+            .expect("load_state")
+            .is_some()
+        {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, expired)
+        .await
+        .expect("the entry expires after its ttl");
+    assert_eq!(
+        store
+            .save_state(&short, json!(2), v, 60_000)
+            .await
+            .expect("save_state"),
+        None,
+        "a writer holding a version from before the expiry loses"
+    );
+    assert!(store
+        .save_state(&short, json!(3), 0, 60_000)
+        .await
+        .expect("save_state")
+        .is_some());
+}
+
 pub async fn run_all<S: Store>(store: &S, prefix: &str) {
     let p: Vec<String> = (0..=21).map(|i| format!("{prefix}c{i:02}")).collect();
     tokio::join!(
@@ -1708,6 +1772,7 @@ pub async fn run_all<S: Store>(store: &S, prefix: &str) {
         events_are_ordered_and_paged(store, &p[16]),
         sequential_plans_run_in_order(store, &p[18]),
         wait_for_work_wakes_up(store, &p[21]),
+        agent_state_is_versioned(store, &p[0]),
     );
     purge_removes_only_ended_plans(store, &p[17]).await;
     purged_ids_start_afresh(store, &p[0]).await;

@@ -179,6 +179,24 @@ pub trait Store: Clone + Send + Sync + Unpin + 'static {
     /// Dead-lettered steps, oldest first.
     fn dead_letters(&self) -> impl Future<Output = StoreResult<Vec<DeadLetter>>> + Send;
 
+    /// Agent state under `key` (e.g. a learner's model) and its version;
+    /// `None` when absent or expired.
+    fn load_state(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = StoreResult<Option<(Value, u64)>>> + Send;
+
+    /// Saves agent state if the version under `key` is still `expected` (0
+    /// for absent): returns the new version, or `None` when another writer
+    /// came first. The entry expires `ttl_ms` after this write.
+    fn save_state(
+        &self,
+        key: &str,
+        value: Value,
+        expected: u64,
+        ttl_ms: u64,
+    ) -> impl Future<Output = StoreResult<Option<u64>>> + Send;
+
     /// Deletes ended plans that finished before `before_ms`; returns how many.
     fn purge_ended(&self, before_ms: u64) -> impl Future<Output = StoreResult<usize>> + Send;
 }

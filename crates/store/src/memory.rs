@@ -70,6 +70,8 @@ struct State {
     log: EventLog,
     lifecycle: VecDeque<LifecycleItem>,
     lifecycle_taken: Vec<LifecycleItem>,
+    /// Agent state: key -> (value, version, expires at).
+    agent_state: HashMap<String, (Value, u64, u64)>,
     /// Ended plans in the order they ended, for retention.
     ended: VecDeque<(u64, Arc<str>, u64)>,
     /// Incarnations handed out so far.
@@ -1419,7 +1421,51 @@ impl Store for MemoryStore {
         Ok(all)
     }
 
+    async fn load_state(&self, key: &str) -> StoreResult<Option<(Value, u64)>> {
+        let now = now_ms();
+        let st = self.inner.state.lock();
+        Ok(st
+            .agent_state
+            .get(key)
+            .filter(|(_, _, expires)| *expires > now)
+            .map(|(v, version, _)| (v.clone(), *version)))
+    }
+
+    async fn save_state(
+        &self,
+        key: &str,
+        value: Value,
+        expected: u64,
+        ttl_ms: u64,
+    ) -> StoreResult<Option<u64>> {
+        let now = now_ms();
+        let mut st = self.inner.state.lock();
+        // An expired entry counts as absent, but versions keep growing so a
+        // writer holding a version from before the expiry cannot win.
+        let (live, version) = match st.agent_state.get(key) {
+            Some((_, v, expires)) => (*expires > now, *v),
+            None => (false, 0),
+        };
+        let current = if live { version } else { 0 };
+        if current != expected {
+            return Ok(None);
+        }
+        let next = version + 1;
+        st.agent_state
+            .insert(key.to_string(), (value, next, now.saturating_add(ttl_ms)));
+        Ok(Some(next))
+    }
+
     async fn purge_ended(&self, before_ms: u64) -> StoreResult<usize> {
+        {
+            // Expired agent state goes with the retention sweep.
+            let now = now_ms();
+            self.inner
+                .state
+                .lock()
+                .agent_state
+                .retain(|_, (_, _, expires)| *expires > now);
+        }
         // In small batches, dropping the records after the lock is released:
         // a purge of many plans never stalls the workers for long.
         const BATCH: usize = 256;

@@ -115,6 +115,11 @@ async fn purged_ids_start_afresh() {
     conformance::purged_ids_start_afresh(&MemoryStore::new(), "mem").await;
 }
 
+#[tokio::test]
+async fn agent_state_is_versioned() {
+    conformance::agent_state_is_versioned(&MemoryStore::new(), "mem").await;
+}
+
 /// Every check at once on one store, on a multi-threaded runtime: the
 /// prefixes keep them apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use apalis_core::error::BoxDynError;
 use apalis_core::task::data::Data;
-use baton_agents::{AgentCall, AgentError, Dependencies, EventSink, Registry};
+use baton_agents::{AgentCall, AgentError, Dependencies, EventSink, Registry, StateStore};
 use baton_store::{EventKind, Job, NewEvent, Store};
+use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -121,6 +122,7 @@ impl<S: Store> StepRunner<S> {
             dependencies: Dependencies(&job.dependencies),
             attempt: job.key.attempt,
             events: &sink,
+            state: &StoreState(&self.store),
         };
         let agent_call = AssertUnwindSafe(agent.call(call)).catch_unwind();
         let timed = async {
@@ -181,6 +183,30 @@ fn new_event(job: &Job, kind: EventKind, data: Value) -> NewEvent {
         agent_id: job.spec.shared_agent_id().cloned(),
         attempt: Some(job.key.attempt),
         data,
+    }
+}
+
+/// Agent state kept in the store, so every worker sees the same.
+struct StoreState<'a, S>(&'a S);
+
+impl<S: Store> StateStore for StoreState<'_, S> {
+    fn load<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<(Value, u64)>, String>> {
+        Box::pin(async move { self.0.load_state(key).await.map_err(|e| e.to_string()) })
+    }
+
+    fn save<'a>(
+        &'a self,
+        key: &'a str,
+        value: Value,
+        expected: u64,
+        ttl_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<u64>, String>> {
+        Box::pin(async move {
+            self.0
+                .save_state(key, value, expected, ttl_ms)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }
 
