@@ -22,6 +22,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::http::{HttpAgent, HttpAgentConfig};
+use crate::tutor::{TutorAgent, TutorConfig};
 use crate::Registry;
 
 /// The agents file.
@@ -32,6 +33,9 @@ pub struct AgentsConfig {
     pub http: HttpSettings,
     #[serde(default)]
     pub agents: Vec<AgentDef>,
+    /// The `tutor` agent's chat endpoint; no tutor agent without it.
+    #[serde(default)]
+    pub tutor: Option<TutorConfig>,
 }
 
 /// Settings shared by every HTTP agent.
@@ -98,6 +102,25 @@ impl Registry {
                 }
             }
         }
+        if let Some(tutor) = &cfg.tutor {
+            let before = problems.len();
+            check_url(&tutor.base_url, &cfg.http, "tutor.base_url", &mut problems);
+            if tutor.model.is_empty() {
+                problems.push("tutor.model: name the model".into());
+            }
+            if tutor.timeout_ms == 0 {
+                problems.push("tutor.timeout_ms: must be at least 1".into());
+            }
+            if tutor.max_history < 2 {
+                problems.push("tutor.max_history: keep at least 2 messages".into());
+            }
+            if problems.len() == before {
+                match TutorAgent::new(tutor.clone()) {
+                    Ok(agent) => registry.register(Arc::new(agent)),
+                    Err(e) => problems.push(e),
+                }
+            }
+        }
         if problems.is_empty() {
             Ok(registry)
         } else {
@@ -139,20 +162,25 @@ fn check_http(
     if http.max_response_bytes == 0 {
         problems.push(format!("{at}.max_response_bytes: must be at least 1"));
     }
-    match reqwest::Url::parse(&http.url) {
-        Err(e) => problems.push(format!("{at}.url: '{}' is not a URL: {e}", http.url)),
+    check_url(&http.url, settings, &format!("{at}.url"), problems);
+}
+
+/// A URL agents may call: http(s), to a host of the allow-list.
+fn check_url(raw: &str, settings: &HttpSettings, at: &str, problems: &mut Vec<String>) {
+    match reqwest::Url::parse(raw) {
+        Err(e) => problems.push(format!("{at}: '{raw}' is not a URL: {e}")),
         Ok(url) => {
             if !matches!(url.scheme(), "http" | "https") {
                 problems.push(format!(
-                    "{at}.url: scheme '{}' is not http or https",
+                    "{at}: scheme '{}' is not http or https",
                     url.scheme()
                 ));
             }
             match url.host_str() {
-                None => problems.push(format!("{at}.url: names no host")),
+                None => problems.push(format!("{at}: names no host")),
                 Some(host) if !settings.allowed_hosts.iter().any(|h| h == host) => {
                     problems.push(format!(
-                        "{at}.url: host '{host}' is not in http.allowed_hosts ({})",
+                        "{at}: host '{host}' is not in http.allowed_hosts ({})",
                         if settings.allowed_hosts.is_empty() {
                             "empty".to_string()
                         } else {

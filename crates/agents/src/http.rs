@@ -103,7 +103,7 @@ impl HttpAgent {
                 "agent '{}' at {url} answered {status}: {detail}",
                 self.cfg.id
             );
-            let retryable = status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429);
+            let retryable = retryable_status(status);
             return Err(AgentError { message, retryable });
         }
         let envelope: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
@@ -153,6 +153,12 @@ impl HttpAgent {
         }
         Ok(body)
     }
+}
+
+/// Whether a failed HTTP status is worth another attempt: the server is
+/// overloaded or broken (408, 425, 429, 5xx); any other 4xx will not change.
+pub fn retryable_status(status: reqwest::StatusCode) -> bool {
+    status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429)
 }
 
 #[derive(Deserialize)]

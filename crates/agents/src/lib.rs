@@ -9,6 +9,7 @@ pub mod http;
 pub mod learning;
 mod registry;
 pub mod system;
+pub mod tutor;
 
 use std::sync::Arc;
 
