@@ -26,6 +26,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::state::{self, learner_id};
 use crate::{Agent, AgentCall, AgentError};
 
 /// BKT parameters: prior, learning (transit), slip and guess probabilities.
@@ -53,8 +54,6 @@ pub const STRUGGLING_STREAK: u32 = 3;
 pub const SLOW_ANSWER_MS: u64 = 30_000;
 /// How long a learner's model lives after its last change.
 pub const STATE_TTL_MS: u64 = 24 * 3_600_000;
-/// Optimistic-update attempts before giving up (retryable) on contention.
-const SAVE_ATTEMPTS: usize = 8;
 
 /// P(known | answer) before learning.
 pub fn posterior(p: f64, correct: bool, k: &BktParams) -> f64 {
@@ -124,16 +123,6 @@ fn state_key(learner: &str) -> String {
     format!("learning:learner:{learner}")
 }
 
-fn learner_id(input: &Value) -> Result<&str, String> {
-    match input.get("learnerId") {
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 200 => Ok(s),
-        Some(other) => Err(format!(
-            "`learnerId` must be a non-empty string, got {other}"
-        )),
-        None => Err("`learnerId` is required".into()),
-    }
-}
-
 fn optional_u64(input: &Value, field: &str) -> Result<Option<u64>, String> {
     match input.get(field) {
         None | Some(Value::Null) => Ok(None),
@@ -201,8 +190,8 @@ impl Agent for LearningAgent {
             match call.action {
                 "initialize_session" => self.initialize(&call, &learner).await,
                 "process_interaction" => self.interact(&call, &learner).await,
-                "recommend" => Ok(recommend(&self.load(&call, &learner).await?.0)),
-                "analyze" => Ok(analyze(&self.load(&call, &learner).await?.0)),
+                "recommend" => Ok(recommend(&self.load(&call, &learner).await?)),
+                "analyze" => Ok(analyze(&self.load(&call, &learner).await?)),
                 other => Err(AgentError::permanent(format!(
                     "learning agent has no action '{other}'"
                 ))),
@@ -213,21 +202,14 @@ impl Agent for LearningAgent {
 
 impl LearningAgent {
     /// The learner's model; a learner without a session is a permanent error.
-    async fn load(
-        &self,
-        call: &AgentCall<'_>,
-        learner: &str,
-    ) -> Result<(Learner, u64), AgentError> {
-        let found = call
-            .state
-            .load(&state_key(learner))
-            .await
-            .map_err(AgentError::retryable)?;
-        let (value, version) = found.ok_or_else(|| no_session(learner))?;
-        Ok((parse_model(value, learner)?, version))
+    async fn load(&self, call: &AgentCall<'_>, learner: &str) -> Result<Learner, AgentError> {
+        state::load(call.state, &state_key(learner))
+            .await?
+            .ok_or_else(|| no_session(learner))
     }
 
-    /// Read, change, save-if-unchanged; retried on concurrent writers.
+    /// Changes the learner's model in the store (read, change,
+    /// save-if-unchanged); `create` starts a model for a new learner.
     async fn modify<T>(
         &self,
         call: &AgentCall<'_>,
@@ -235,35 +217,27 @@ impl LearningAgent {
         create: bool,
         mut change: impl FnMut(&mut Learner) -> T,
     ) -> Result<(Learner, T), AgentError> {
-        let key = state_key(learner);
-        for _ in 0..SAVE_ATTEMPTS {
-            let found = call.state.load(&key).await.map_err(AgentError::retryable)?;
-            let (mut model, version) = match found {
-                Some((v, version)) => (parse_model(v, learner)?, version),
-                None if create => (
-                    Learner {
+        state::update(
+            call.state,
+            &state_key(learner),
+            STATE_TTL_MS,
+            |found: Option<Learner>| {
+                let changed = match found {
+                    Some(model) => Ok(model),
+                    None if create => Ok(Learner {
                         learner_id: learner.to_string(),
                         ..Learner::default()
-                    },
-                    0,
-                ),
-                None => return Err(no_session(learner)),
-            };
-            let out = change(&mut model);
-            let value = serde_json::to_value(&model).expect("a learner model serialises");
-            if call
-                .state
-                .save(&key, value, version, STATE_TTL_MS)
-                .await
-                .map_err(AgentError::retryable)?
-                .is_some()
-            {
-                return Ok((model, out));
-            }
-        }
-        Err(AgentError::retryable(format!(
-            "learner '{learner}': too many concurrent updates"
-        )))
+                    }),
+                    None => Err(no_session(learner)),
+                }
+                .map(|mut model| {
+                    let out = change(&mut model);
+                    (model.clone(), (model, out))
+                });
+                std::future::ready(changed)
+            },
+        )
+        .await
     }
 
     async fn initialize(&self, call: &AgentCall<'_>, learner: &str) -> Result<Value, AgentError> {
@@ -357,12 +331,6 @@ fn no_session(learner: &str) -> AgentError {
     AgentError::permanent(format!(
         "learner '{learner}' has no session: run initialize_session first"
     ))
-}
-
-fn parse_model(value: Value, learner: &str) -> Result<Learner, AgentError> {
-    serde_json::from_value(value).map_err(|e| {
-        AgentError::permanent(format!("learner '{learner}': stored model unreadable: {e}"))
-    })
 }
 
 fn masteries(m: &Learner) -> Map<String, Value> {

@@ -8,6 +8,7 @@ mod config;
 pub mod http;
 pub mod learning;
 mod registry;
+pub mod state;
 pub mod system;
 pub mod tutor;
 

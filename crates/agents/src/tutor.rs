@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::http::retryable_status;
+use crate::state::{self, learner_id};
 use crate::{Agent, AgentCall, AgentError};
 
 /// The `[tutor]` table of the agents file.
@@ -68,8 +69,6 @@ fn default_max_bytes() -> usize {
 
 /// How long a conversation lives after its last message.
 const STATE_TTL_MS: u64 = 24 * 3_600_000;
-/// Optimistic-update attempts before giving up on contention.
-const SAVE_ATTEMPTS: usize = 8;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Message {
@@ -228,7 +227,8 @@ impl TutorAgent {
     }
 
     /// Runs one exchange: read the conversation, add `said` (and, for a new
-    /// conversation, the system prompt), ask the model, save both turns.
+    /// conversation, the system prompt), ask the model, save both turns. A
+    /// failed exchange saves nothing; one that lost a race runs again.
     async fn exchange(
         &self,
         call: &AgentCall<'_>,
@@ -237,66 +237,44 @@ impl TutorAgent {
         said: String,
     ) -> Result<(String, usize), AgentError> {
         let key = format!("tutor:conversation:{learner}");
-        for _ in 0..SAVE_ATTEMPTS {
-            let found = call.state.load(&key).await.map_err(AgentError::retryable)?;
-            let version = found.as_ref().map_or(0, |(_, v)| *v);
-            let mut convo = match (found, &restart_with) {
-                // A restart replaces whatever was there.
-                (_, Some(system)) => Conversation {
-                    messages: vec![Message {
-                        role: "system".into(),
-                        content: system.clone(),
-                    }],
-                },
-                (Some((v, _)), None) => serde_json::from_value::<Conversation>(v).map_err(|e| {
-                    AgentError::permanent(format!("tutor: stored conversation unreadable: {e}"))
-                })?,
-                (None, None) => {
-                    return Err(AgentError::permanent(format!(
-                        "learner '{learner}' has no conversation: run prepare_conversation first"
-                    )))
+        state::update(call.state, &key, STATE_TTL_MS, |found: Option<Conversation>| {
+            let (restart_with, said) = (restart_with.clone(), said.clone());
+            async move {
+                let mut convo = match (found, restart_with) {
+                    // A restart replaces whatever was there.
+                    (_, Some(system)) => Conversation {
+                        messages: vec![Message {
+                            role: "system".into(),
+                            content: system,
+                        }],
+                    },
+                    (Some(convo), None) => convo,
+                    (None, None) => {
+                        return Err(AgentError::permanent(format!(
+                            "learner '{learner}' has no conversation: run prepare_conversation first"
+                        )))
+                    }
+                };
+                convo.messages.push(Message {
+                    role: "user".into(),
+                    content: said,
+                });
+                let answer = self.complete(call, &convo.messages).await?;
+                convo.messages.push(Message {
+                    role: "assistant".into(),
+                    content: answer.clone(),
+                });
+                // Keep the system prompt and the last `max_history` messages.
+                let keep = self.cfg.max_history;
+                if convo.messages.len() > keep + 1 {
+                    let cut = convo.messages.len() - keep;
+                    convo.messages.drain(1..cut);
                 }
-            };
-            convo.messages.push(Message {
-                role: "user".into(),
-                content: said.clone(),
-            });
-            let answer = self.complete(call, &convo.messages).await?;
-            convo.messages.push(Message {
-                role: "assistant".into(),
-                content: answer.clone(),
-            });
-            // Keep the system prompt and the last `max_history` messages.
-            let keep = self.cfg.max_history;
-            if convo.messages.len() > keep + 1 {
-                let cut = convo.messages.len() - keep;
-                convo.messages.drain(1..cut);
+                let n = convo.messages.len();
+                Ok((convo, (answer, n)))
             }
-            let n = convo.messages.len();
-            let value = serde_json::to_value(&convo).expect("a conversation serialises");
-            if call
-                .state
-                .save(&key, value, version, STATE_TTL_MS)
-                .await
-                .map_err(AgentError::retryable)?
-                .is_some()
-            {
-                return Ok((answer, n));
-            }
-        }
-        Err(AgentError::retryable(format!(
-            "learner '{learner}': too many concurrent updates"
-        )))
-    }
-}
-
-fn learner_id(input: &Value) -> Result<&str, String> {
-    match input.get("learnerId") {
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 200 => Ok(s),
-        Some(other) => Err(format!(
-            "`learnerId` must be a non-empty string, got {other}"
-        )),
-        None => Err("`learnerId` is required".into()),
+        })
+        .await
     }
 }
 
