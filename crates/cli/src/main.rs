@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use baton_agents::Registry;
 use baton_engine::{Engine, EngineConfig, MemoryStore};
 use baton_plan::{Limits, PlanDoc};
+use baton_planner::templates::TemplateSet;
 use baton_store::{PlanStatus, Store};
 use clap::{Parser, Subcommand};
 
@@ -90,11 +91,59 @@ impl LimitArgs {
 }
 
 #[derive(Subcommand)]
+enum TemplatesCommand {
+    /// List the templates: name, parameters, triggers, description.
+    List {
+        #[command(flatten)]
+        templates: TemplateArgs,
+    },
+}
+
+/// Where plan templates live.
+#[derive(clap::Args, Clone)]
+struct TemplateArgs {
+    /// Directory of plan templates (`NAME.json`).
+    #[arg(long = "templates", env = "BATON_TEMPLATES")]
+    dir: Option<PathBuf>,
+}
+
+impl TemplateArgs {
+    fn load(&self) -> std::result::Result<Option<TemplateSet>, ExitCode> {
+        match &self.dir {
+            None => Ok(None),
+            Some(dir) => TemplateSet::load_dir(dir).map(Some).map_err(|e| {
+                eprintln!("baton: invalid templates: {e}");
+                ExitCode::from(EXIT_INVALID)
+            }),
+        }
+    }
+}
+
+/// `NAME=VALUE`, VALUE as JSON when it parses, as text otherwise.
+fn parse_param(s: &str) -> std::result::Result<(String, serde_json::Value), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not NAME=VALUE"))?;
+    let value =
+        serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.into()));
+    Ok((name.to_string(), value))
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run a plan in this process (no Redis) and print its result JSON.
     Run {
         /// Plan file, or `-` for standard input.
-        file: PathBuf,
+        #[arg(required_unless_present = "template")]
+        file: Option<PathBuf>,
+        /// Run the named template (see `baton templates list`) instead.
+        #[arg(long, conflicts_with = "file")]
+        template: Option<String>,
+        /// A template parameter, `NAME=VALUE` (VALUE as JSON, or as text).
+        #[arg(long = "param", value_parser = parse_param)]
+        params: Vec<(String, serde_json::Value)>,
+        #[command(flatten)]
+        templates: TemplateArgs,
         /// Workers started (each serves every queue).
         #[arg(long, default_value_t = 2)]
         workers: usize,
@@ -123,6 +172,11 @@ enum Command {
     },
     /// Print the JSON Schema of the plan format.
     Schema,
+    /// Plan templates.
+    Templates {
+        #[command(subcommand)]
+        command: TemplatesCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -175,8 +229,46 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 Err(errors) => Ok(report_invalid(&file, &errors)),
             }
         }
+        Command::Templates {
+            command: TemplatesCommand::List { templates },
+        } => {
+            let set = match templates.load() {
+                Ok(Some(set)) => set,
+                Ok(None) => {
+                    eprintln!(
+                        "baton: name the templates directory (--templates DIR or BATON_TEMPLATES)"
+                    );
+                    return Ok(ExitCode::from(EXIT_INVALID));
+                }
+                Err(code) => return Ok(code),
+            };
+            for t in set.iter() {
+                let params: Vec<String> = t
+                    .parameters
+                    .iter()
+                    .map(|(n, p)| {
+                        if p.required {
+                            format!("{n}*")
+                        } else {
+                            n.clone()
+                        }
+                    })
+                    .collect();
+                println!(
+                    "{}\tparams: {}\ttriggers: {}\t{}",
+                    t.name,
+                    params.join(", "),
+                    t.triggers.join(", "),
+                    t.description.as_deref().unwrap_or("")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run {
             file,
+            template,
+            params,
+            templates,
             workers,
             concurrency,
             no_progress,
@@ -184,9 +276,31 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             limits,
             agents,
         } => {
-            let text = match read_plan_or_exit(&file) {
-                Ok(t) => t,
+            let templates = match templates.load() {
+                Ok(t) => t.map(std::sync::Arc::new),
                 Err(code) => return Ok(code),
+            };
+            let (label, text) = match (&template, &file) {
+                (Some(name), _) => {
+                    let Some(t) = templates.as_ref().and_then(|set| set.get(name)) else {
+                        eprintln!("baton: no template '{name}' (see baton templates list)");
+                        return Ok(ExitCode::from(EXIT_INVALID));
+                    };
+                    let params: serde_json::Map<String, serde_json::Value> =
+                        params.into_iter().collect();
+                    match t.instantiate(&params) {
+                        Ok(plan) => (PathBuf::from(format!("template {name}")), plan.to_string()),
+                        Err(e) => {
+                            eprintln!("baton: {e}");
+                            return Ok(ExitCode::from(EXIT_INVALID));
+                        }
+                    }
+                }
+                (None, Some(file)) => match read_plan_or_exit(file) {
+                    Ok(t) => (file.clone(), t),
+                    Err(code) => return Ok(code),
+                },
+                (None, None) => unreachable!("clap requires a file or a template"),
             };
             // One thread: every store transition on one core, which the
             // embedded benchmark measured faster than two contending ones.
@@ -199,13 +313,14 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 workers,
                 concurrency,
                 limits: limits.limits(),
+                templates,
                 ..EngineConfig::default()
             };
             let registry = match agents.registry_or_exit() {
                 Ok(r) => r,
                 Err(code) => return Ok(code),
             };
-            runtime.block_on(run(&file, &text, registry, cfg, show, events))
+            runtime.block_on(run(&label, &text, registry, cfg, show, events))
         }
     }
 }

@@ -1631,3 +1631,59 @@ fn a_bad_agents_file_exits_2_naming_the_problem() {
         r.describe()
     );
 }
+
+// ---------------------------------------------------------------------------
+// Templates
+// ---------------------------------------------------------------------------
+
+fn templates_dir() -> String {
+    repo_root()
+        .join("examples/templates")
+        .to_str()
+        .expect("UTF-8 path")
+        .to_string()
+}
+
+#[test]
+fn templates_are_listed_with_parameters_and_triggers() {
+    let dir = templates_dir();
+    let r = run_baton(&["templates", "list", "--templates", &dir]);
+    assert_eq!(r.code(), Some(0), "{}", r.describe());
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", r.stdout);
+    assert!(lines[0].starts_with("quick_check\tparams: learnerId*, skills, subject"));
+    assert!(lines[1]
+        .starts_with("struggling_help\tparams: learnerId*, skill\ttriggers: struggling_detected"));
+}
+
+#[test]
+fn a_template_runs_by_name_with_parameters() {
+    let dir = templates_dir();
+    let r = run_baton(&[
+        "run",
+        "--templates",
+        &dir,
+        "--template",
+        "quick_check",
+        "--param",
+        "learnerId=cli-l1",
+        "--param",
+        r#"skills=["reading"]"#,
+    ]);
+    assert_eq!(r.code(), Some(0), "{}", r.describe());
+    let v = r.json();
+    assert_eq!(results(&v)["next"]["data"]["skill"], "reading");
+    assert_eq!(results(&v)["next"]["data"]["learnerId"], "cli-l1");
+
+    // A required parameter missing, an unknown template: exit 2, named.
+    let r = run_baton(&["run", "--templates", &dir, "--template", "quick_check"]);
+    assert_eq!(r.code(), Some(2), "{}", r.describe());
+    assert!(
+        r.stderr.contains("parameter 'learnerId' is required"),
+        "{}",
+        r.describe()
+    );
+    let r = run_baton(&["run", "--templates", &dir, "--template", "nope"]);
+    assert_eq!(r.code(), Some(2), "{}", r.describe());
+    assert!(r.stderr.contains("no template 'nope'"), "{}", r.describe());
+}

@@ -8,9 +8,12 @@ use std::sync::Arc;
 use baton_agents::Registry;
 use baton_coordinator::{cancel_plan, Coordinator, CoordinatorConfig};
 use baton_plan::{Limits, PlanErrors};
+use baton_planner::templates::TemplateSet;
 use baton_planner::{Planner, Submission, SubmitError};
+use baton_store::NewEvent;
 use baton_store::{PlanResult, Store, StoreError};
-use baton_worker::{run_worker, WorkerConfig};
+use baton_worker::{run_worker, Hook, InsightHook, WorkerConfig};
+use futures::future::BoxFuture;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +29,9 @@ pub struct EngineConfig {
     pub lease_ms: u64,
     pub limits: Limits,
     pub coordinator: CoordinatorConfig,
+    /// Plan templates; those with `triggers` are submitted when an agent
+    /// reports a matching insight.
+    pub templates: Option<Arc<TemplateSet>>,
 }
 
 impl Default for EngineConfig {
@@ -36,6 +42,7 @@ impl Default for EngineConfig {
             lease_ms: 30_000,
             limits: Limits::default(),
             coordinator: CoordinatorConfig::default(),
+            templates: None,
         }
     }
 }
@@ -86,6 +93,12 @@ impl<S: Store> Engine<S> {
             let mut wcfg = WorkerConfig::new(format!("embedded-{n}"), registry.queues());
             wcfg.concurrency = cfg.concurrency;
             wcfg.lease_ms = cfg.lease_ms;
+            wcfg.insight_hook = cfg.templates.clone().map(|templates| {
+                Hook(Arc::new(InsightRules {
+                    planner: planner.clone(),
+                    templates,
+                }))
+            });
             let (store, registry, signal) = (
                 store.clone(),
                 registry.clone(),
@@ -144,5 +157,47 @@ impl<S> Drop for Engine<S> {
     /// An engine dropped without `shutdown` still stops its roles.
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+/// Rules: an insight whose type a template lists in `triggers` submits that
+/// template, with the insight's data as its parameters. The plan id names
+/// the template and the attempt that reported the insight, so a repeated
+/// report of one attempt submits once.
+struct InsightRules<S> {
+    planner: Planner<S>,
+    templates: Arc<TemplateSet>,
+}
+
+impl<S: Store> InsightHook for InsightRules<S> {
+    fn on_insight<'a>(&'a self, event: &'a NewEvent) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let kind = event.data["type"].as_str().unwrap_or_default();
+            let data = &event.data["data"];
+            for template in self.templates.triggered_by(kind) {
+                let id = format!(
+                    "{}.{}.{}.{}",
+                    template.name,
+                    event.plan_id.replace('/', "."),
+                    event.step_id.as_deref().unwrap_or("-"),
+                    event.attempt.unwrap_or(0)
+                );
+                let plan = match template.instantiate(&template.params_from(data)) {
+                    Ok(plan) => plan,
+                    Err(e) => {
+                        tracing::warn!(template = %template.name, error = %e, "rule not applied");
+                        continue;
+                    }
+                };
+                match self.planner.submit_text(&plan.to_string(), Some(&id)).await {
+                    Ok(s) => {
+                        tracing::info!(template = %template.name, plan = %s.id(), "rule submitted a plan")
+                    }
+                    Err(e) => {
+                        tracing::warn!(template = %template.name, error = %e, "rule could not submit")
+                    }
+                }
+            }
+        })
     }
 }

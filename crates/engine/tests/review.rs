@@ -450,7 +450,7 @@ async fn worker_without_the_agent_fails_the_attempt_clearly() {
     let id = "rv-missing-agent";
     submit_to(&r.planner, &json!({"id": id, "steps": [noop("a")]})).await;
     let jobs = claim_all(&r.store).await;
-    let runner = StepRunner::new(r.store.clone(), Arc::new(Registry::new()), 60_000);
+    let runner = StepRunner::new(r.store.clone(), Arc::new(Registry::new()), 60_000, None);
     runner.run(job_of(&jobs, id, "a").clone()).await;
     let res = r.store.result(id).await.unwrap().expect("ended");
     assert_eq!(res.status, PlanStatus::Failed);

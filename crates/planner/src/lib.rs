@@ -2,6 +2,8 @@
 //! given an id, expanded (each step's queue resolved) and stored with its
 //! dependency counters, or its rejection is recorded. Nothing is dropped.
 
+pub mod templates;
+
 use std::sync::Arc;
 
 use baton_agents::Registry;

@@ -17,7 +17,7 @@ use baton_agents::Registry;
 use baton_store::Store;
 
 pub use backend::StepBackend;
-pub use runner::StepRunner;
+pub use runner::{InsightHook, StepRunner};
 
 /// How one worker runs.
 #[derive(Debug, Clone)]
@@ -35,6 +35,18 @@ pub struct WorkerConfig {
     pub idle_wait_ms: u64,
     /// Jobs claimed per store transaction (at most; never more than ready).
     pub claim_batch: usize,
+    /// Told of every agent insight (e.g. rules that submit plans).
+    pub insight_hook: Option<Hook>,
+}
+
+/// An [`InsightHook`] in a [`WorkerConfig`].
+#[derive(Clone)]
+pub struct Hook(pub Arc<dyn InsightHook>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 impl WorkerConfig {
@@ -46,6 +58,7 @@ impl WorkerConfig {
             lease_ms: 10_000,
             idle_wait_ms: 1_000,
             claim_batch: 8,
+            insight_hook: None,
         }
     }
 }
@@ -63,7 +76,8 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let backend = StepBackend::new(store.clone(), &cfg);
-    let runner = Arc::new(StepRunner::new(store, registry, cfg.lease_ms));
+    let hook = cfg.insight_hook.as_ref().map(|h| h.0.clone());
+    let runner = Arc::new(StepRunner::new(store, registry, cfg.lease_ms, hook));
     let worker = WorkerBuilder::new(cfg.name.clone())
         .backend(backend)
         .data(runner)

@@ -34,15 +34,31 @@ enum EventMsg {
 }
 
 impl<S: Store> StepRunner<S> {
-    pub fn new(store: S, registry: Arc<Registry>, lease_ms: u64) -> Self {
+    pub fn new(
+        store: S,
+        registry: Arc<Registry>,
+        lease_ms: u64,
+        hook: Option<Arc<dyn InsightHook>>,
+    ) -> Self {
         let (events, mut rx) = mpsc::unbounded_channel::<EventMsg>();
         let sink_store = store.clone();
         tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
                 match msg {
                     EventMsg::Event(e) => {
-                        if let Err(err) = sink_store.emit(e).await {
-                            tracing::warn!(error = %err, "could not record an agent event");
+                        let told = hook
+                            .as_ref()
+                            .filter(|_| e.kind == EventKind::AgentInsight)
+                            .map(|h| (h.clone(), e.clone()));
+                        match sink_store.emit(e).await {
+                            Ok(()) => {
+                                if let Some((hook, e)) = told {
+                                    hook.on_insight(&e).await;
+                                }
+                            }
+                            Err(err) => {
+                                tracing::warn!(error = %err, "could not record an agent event")
+                            }
                         }
                     }
                     EventMsg::Flush(done) => {
@@ -184,6 +200,12 @@ fn new_event(job: &Job, kind: EventKind, data: Value) -> NewEvent {
         attempt: Some(job.key.attempt),
         data,
     }
+}
+
+/// Told of each agent insight once it is recorded (rules that submit plans
+/// when an insight arrives hang here).
+pub trait InsightHook: Send + Sync {
+    fn on_insight<'a>(&'a self, event: &'a NewEvent) -> BoxFuture<'a, ()>;
 }
 
 /// Agent state kept in the store, so every worker sees the same.
