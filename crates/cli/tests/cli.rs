@@ -1410,7 +1410,8 @@ fn run_help_describes_its_options() {
     assert_eq!(r.code(), Some(0), "{}", r.describe());
     for word in [
         "baton run",
-        "<FILE>",
+        "[FILE]",
+        "--template",
         "--events",
         "--no-progress",
         "--workers",
