@@ -93,7 +93,8 @@ impl HttpAgent {
                 AgentError::retryable(format!("agent '{}' at {url} {what}", self.cfg.id))
             })?;
         let status = response.status();
-        let bytes = self.read_limited(response, &url).await?;
+        let context = format!("agent '{}' at {url}", self.cfg.id);
+        let bytes = read_limited(response, self.cfg.max_response_bytes, &context).await?;
         if !status.is_success() {
             let detail = serde_json::from_slice::<Value>(&bytes)
                 .ok()
@@ -117,42 +118,33 @@ impl HttpAgent {
         }
         Ok(envelope.data)
     }
+}
 
-    /// Reads the body, refusing one over the size limit without buffering it.
-    async fn read_limited(
-        &self,
-        response: reqwest::Response,
-        url: &str,
-    ) -> Result<Vec<u8>, AgentError> {
-        let limit = self.cfg.max_response_bytes;
-        let too_big = || {
-            AgentError::permanent(format!(
-                "agent '{}' at {url} answered more than {limit} bytes",
-                self.cfg.id
-            ))
-        };
-        if response
-            .content_length()
-            .is_some_and(|n| n as usize > limit)
-        {
+/// Reads a response body, refusing one over `limit` bytes without
+/// buffering it; `context` starts each error message.
+pub(crate) async fn read_limited(
+    response: reqwest::Response,
+    limit: usize,
+    context: &str,
+) -> Result<Vec<u8>, AgentError> {
+    let too_big = || AgentError::permanent(format!("{context} answered more than {limit} bytes"));
+    if response
+        .content_length()
+        .is_some_and(|n| n as usize > limit)
+    {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    let mut chunks = response.bytes_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk
+            .map_err(|e| AgentError::retryable(format!("{context}: answer cut short: {e}")))?;
+        if body.len() + chunk.len() > limit {
             return Err(too_big());
         }
-        let mut body = Vec::new();
-        let mut chunks = response.bytes_stream();
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| {
-                AgentError::retryable(format!(
-                    "agent '{}' at {url}: answer cut short: {e}",
-                    self.cfg.id
-                ))
-            })?;
-            if body.len() + chunk.len() > limit {
-                return Err(too_big());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+        body.extend_from_slice(&chunk);
     }
+    Ok(body)
 }
 
 /// Whether a failed HTTP status is worth another attempt: the server is

@@ -23,7 +23,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::http::retryable_status;
+use crate::http::{read_limited, retryable_status};
 use crate::state::{self, learner_id};
 use crate::{Agent, AgentCall, AgentError};
 
@@ -140,7 +140,8 @@ impl TutorAgent {
         if self.cfg.stream {
             self.read_stream(call, response, &url).await
         } else {
-            let bytes = self.read_limited(response, &url).await?;
+            let context = format!("tutor: {url}");
+            let bytes = read_limited(response, self.cfg.max_response_bytes, &context).await?;
             let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
                 AgentError::permanent(format!("tutor: {url} answered invalid JSON: {e}"))
             })?;
@@ -153,28 +154,6 @@ impl TutorAgent {
                     ))
                 })
         }
-    }
-
-    async fn read_limited(
-        &self,
-        response: reqwest::Response,
-        url: &str,
-    ) -> Result<Vec<u8>, AgentError> {
-        let mut body = Vec::new();
-        let mut chunks = response.bytes_stream();
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| {
-                AgentError::retryable(format!("tutor: {url}: answer cut short: {e}"))
-            })?;
-            if body.len() + chunk.len() > self.cfg.max_response_bytes {
-                return Err(AgentError::permanent(format!(
-                    "tutor: {url} answered more than {} bytes",
-                    self.cfg.max_response_bytes
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
     }
 
     /// Reads `data: {...}` server-sent events up to `data: [DONE]`.
